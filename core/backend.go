@@ -1,0 +1,63 @@
+package core
+
+import (
+	"context"
+	"time"
+)
+
+// Backend is the storage a Client drives: a single Redis (any topology), a
+// Redlock set, a sharded set, or the in-memory fake of package locktest.
+// The Client owns waiting, local queueing, validity deadlines, the watchdog
+// and observers, so a Backend only answers one-shot questions. Every method
+// must be safe for concurrent use.
+//
+// Errors: ErrNotHeld when a token does not match, an error wrapping
+// ErrUnavailable (or ErrQuorum) when the store cannot be reached.
+type Backend interface {
+	// Name identifies the backend kind for telemetry ("redis", "redlock", ...).
+	Name() string
+
+	// Acquire makes one attempt to set keys.Lock to token with a lease of
+	// ttl. On success it returns the new fence, strictly greater than every
+	// fence handed out for this key before. When the key is held by another
+	// token it returns Grant{Acquired: false, HolderTTL: remaining lease}.
+	// When keys.Lock already holds token (a retried attempt that landed) it
+	// must report success with the fence of that acquisition.
+	Acquire(ctx context.Context, keys Keys, token string, ttl time.Duration) (Grant, error)
+
+	// Handoff moves a held lock from one token to another in one step,
+	// issuing a new fence and a fresh lease of ttl. It fails with ErrNotHeld
+	// when keys.Lock no longer holds from.
+	Handoff(ctx context.Context, keys Keys, from, to string, ttl time.Duration) (Grant, error)
+
+	// Release deletes keys.Lock if it holds token and notifies waiters.
+	Release(ctx context.Context, keys Keys, token string) error
+
+	// Refresh renews many leases at once (the watchdog batches them). It
+	// returns one error per request, in order.
+	Refresh(ctx context.Context, reqs []RefreshRequest) []error
+
+	// Subscribe registers notify to be called when a release notice for keys
+	// arrives (and whenever notices may have been missed, such as after a
+	// reconnect). It returns once the subscription is active, so a release
+	// that happens after Subscribe returns is never missed.
+	Subscribe(ctx context.Context, keys Keys, notify func()) (cancel func(), err error)
+
+	// Close frees the backend's connections and goroutines it started. It
+	// does not close clients it was given.
+	Close() error
+}
+
+// Grant is the answer of Backend.Acquire and Backend.Handoff.
+type Grant struct {
+	Acquired  bool
+	Fence     uint64
+	HolderTTL time.Duration // when not acquired: the holder's remaining lease
+}
+
+// RefreshRequest asks to renew one lease.
+type RefreshRequest struct {
+	Keys  Keys
+	Token string
+	TTL   time.Duration
+}

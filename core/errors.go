@@ -1,0 +1,90 @@
+package core
+
+import (
+	"errors"
+	"time"
+)
+
+// Sentinel errors. Check them with errors.Is; the concrete errors returned by
+// the package wrap them and may carry more detail (see RetryAfter).
+var (
+	// ErrNotAcquired means the lock is held by someone else: a TryAcquire that
+	// found it taken, or an Acquire whose wait ended before it was granted.
+	ErrNotAcquired = errors.New("core: lock not acquired: held by another owner")
+
+	// ErrNotHeld means the caller no longer owns the lock: it expired, was
+	// released already, or was taken over by another owner. Release and
+	// Refresh return it without touching the current holder's lock.
+	ErrNotHeld = errors.New("core: lock not held")
+
+	// ErrLost is reported by Lock.Err after the lock ended without a Release:
+	// the lease could not be renewed before its local validity deadline, or a
+	// renewal found another owner.
+	ErrLost = errors.New("core: lock lost")
+
+	// ErrUnavailable wraps failures to reach the lock backend (network errors,
+	// timeouts, a Redis that is down or loading).
+	ErrUnavailable = errors.New("core: lock backend unavailable")
+
+	// ErrQuorum means a multi-node backend could not reach a majority of its
+	// nodes.
+	ErrQuorum = errors.New("core: quorum not reached")
+
+	// ErrInvalidKey means the key is empty, too long, or holds bytes a lock key
+	// must not have (control characters, invalid UTF-8).
+	ErrInvalidKey = errors.New("core: invalid lock key")
+
+	// ErrHoldCapReached is the cause recorded (wrapped in ErrLost) when a lock
+	// reached its WithMaxHold cap and the watchdog stopped renewing it.
+	ErrHoldCapReached = errors.New("core: maximum hold time reached")
+
+	// ErrClosed is returned by a Client after Close.
+	ErrClosed = errors.New("core: client closed")
+
+	// ErrInvalidFence means a forwarded fence token could not be parsed.
+	ErrInvalidFence = errors.New("core: invalid fence token")
+)
+
+// ContentionError is returned when a lock is held elsewhere. It matches
+// ErrNotAcquired with errors.Is and tells how long the current holder's lease
+// still runs, which adapters turn into Retry-After / RetryInfo hints.
+type ContentionError struct {
+	// RetryAfter is the holder's remaining TTL as last seen by the backend.
+	// Zero when unknown.
+	RetryAfter time.Duration
+	// Attempts is how many times the backend was asked.
+	Attempts int
+}
+
+func (e *ContentionError) Error() string { return ErrNotAcquired.Error() }
+
+// Is makes errors.Is(err, ErrNotAcquired) true.
+func (e *ContentionError) Is(target error) bool { return target == ErrNotAcquired }
+
+// RetryAfter extracts the holder's remaining TTL from an error returned by
+// Acquire or TryAcquire. ok is false when err carries no such hint.
+func RetryAfter(err error) (d time.Duration, ok bool) {
+	var ce *ContentionError
+	if errors.As(err, &ce) && ce.RetryAfter > 0 {
+		return ce.RetryAfter, true
+	}
+	return 0, false
+}
+
+// unavailable wraps a backend error so that it matches ErrUnavailable while
+// keeping the original error in the chain for logs.
+func unavailable(err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return &backendError{err: err}
+}
+
+type backendError struct{ err error }
+
+func (e *backendError) Error() string   { return "core: lock backend unavailable: " + e.err.Error() }
+func (e *backendError) Unwrap() []error { return []error{ErrUnavailable, e.err} }
+
+// Unavailable wraps err so that it matches ErrUnavailable. Backends outside
+// this package use it to report transport failures.
+func Unavailable(err error) error { return unavailable(err) }

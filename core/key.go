@@ -1,0 +1,71 @@
+package core
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// hashKeyLen is the length above which a key is stored as a hash, so that
+// long user input cannot bloat Redis memory or the command stream.
+const hashKeyLen = 128
+
+// Keys is the set of backend keys belonging to one lock. All three share one
+// Redis Cluster hash tag (the braces), so a Lua script can touch them in one
+// slot and the release channel lives on the same shard.
+type Keys struct {
+	Lock    string // holds the owner token, with the lease as its TTL
+	Fence   string // the per-key fence counter
+	Channel string // release notices
+}
+
+// ValidateKey reports whether key may be locked: non-empty, at most
+// MaxKeyLen bytes, valid UTF-8 without control characters. The error wraps
+// ErrInvalidKey and never repeats the key.
+func ValidateKey(key string) error {
+	if key == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidKey)
+	}
+	if len(key) > MaxKeyLen {
+		return fmt.Errorf("%w: longer than %d bytes", ErrInvalidKey, MaxKeyLen)
+	}
+	if !utf8.ValidString(key) {
+		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidKey)
+	}
+	for _, r := range key {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%w: control character", ErrInvalidKey)
+		}
+	}
+	return nil
+}
+
+// backendKeys maps a validated user key to backend keys. The user's part is
+// escaped so '{' and '}' cannot choose a Cluster slot, and hashed when long.
+func backendKeys(prefix, key string) Keys {
+	var tag string
+	if len(key) > hashKeyLen {
+		sum := sha256.Sum256([]byte(key))
+		tag = "#" + hex.EncodeToString(sum[:16])
+	} else {
+		tag = escapeKey(key)
+	}
+	base := prefix + "{" + tag + "}"
+	return Keys{Lock: base, Fence: base + ":f", Channel: base + ":r"}
+}
+
+// KeysFor returns the backend keys the Client uses for key under prefix (for
+// audits, ACL rules and tests).
+func KeysFor(prefix, key string) Keys { return backendKeys(prefix, key) }
+
+var keyEscaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D", "#", "%23")
+
+func escapeKey(k string) string {
+	if !strings.ContainsAny(k, "%{}#") {
+		return k
+	}
+	return keyEscaper.Replace(k)
+}

@@ -1,0 +1,220 @@
+package core
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sync"
+	"time"
+)
+
+type lockState int
+
+const (
+	stateHeld lockState = iota
+	stateReleased
+	stateLost
+)
+
+// Lock is one acquisition of a key. It is safe for concurrent use. A Lock
+// ends exactly once: by Release (Err stays nil) or by loss (Err reports
+// ErrLost); Done is closed either way.
+type Lock struct {
+	c       *Client
+	key     string
+	prefix  string
+	keys    Keys
+	token   string
+	fence   uint64
+	cfg     config
+	start   time.Time // when the acquiring command was sent (monotonic)
+	handoff bool
+	data    any // observer state
+	done    chan struct{}
+
+	mu        sync.Mutex
+	state     lockState
+	err       error
+	ttl       time.Duration
+	deadline  time.Time   // local validity deadline (monotonic)
+	expiry    *time.Timer // fires at deadline
+	callbacks map[*int]func()
+
+	// watchdog bookkeeping, guarded by the renewer's mutex
+	due     time.Time
+	heapIdx int
+}
+
+// Key returns the caller's key (without prefix).
+func (l *Lock) Key() string { return l.key }
+
+// Token returns the 128-bit random owner token, hex-encoded. It is a secret:
+// whoever has it can release the lock.
+func (l *Lock) Token() string { return l.token }
+
+// Fence returns the fencing token: strictly greater than the fence of every
+// earlier acquisition of the same key. Storage that records the highest
+// fence it has seen can refuse writes from older holders (see sqlguard).
+func (l *Lock) Fence() uint64 { return l.fence }
+
+// Owner returns an id derived from the owner token (a hash prefix) that may
+// be shared with other services; it cannot be used to release the lock.
+func (l *Lock) Owner() string { return ownerID(l.token) }
+
+// FenceToken returns what a downstream service needs to guard its writes.
+func (l *Lock) FenceToken() FenceToken {
+	return FenceToken{Key: l.key, Fence: l.fence, Owner: l.Owner()}
+}
+
+// Deadline returns the local validity deadline: the lock is certainly held
+// until then (on the monotonic clock), unless Done is closed earlier.
+func (l *Lock) Deadline() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.deadline
+}
+
+// TTL returns the current lease length.
+func (l *Lock) TTL() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ttl
+}
+
+// Done returns a channel that is closed when the lock ends: released, or
+// lost. After a loss it is closed before the lease can have expired in the
+// backend, so the holder hears of it before anyone else can hold the key.
+func (l *Lock) Done() <-chan struct{} { return l.done }
+
+// Err returns nil while the lock is held and after a Release; after a loss
+// it returns an error matching ErrLost.
+func (l *Lock) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+func (l *Lock) ended() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.state != stateHeld
+}
+
+// Refresh extends the lease to ttl from now (ttl <= 0 keeps the current
+// length). It fails with ErrNotHeld when the lock is no longer ours, and
+// never re-creates an expired lock.
+func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
+	if ttl <= 0 {
+		ttl = l.TTL()
+	} else if ttl < minTTL {
+		ttl = minTTL
+	}
+	if err := l.heldErr(); err != nil {
+		return err
+	}
+	sent := time.Now()
+	err := l.c.b.Refresh(ctx, []RefreshRequest{{Keys: l.keys, Token: l.token, TTL: ttl}})[0]
+	l.c.afterRefresh(ctx, l, sent, ttl, err, false)
+	if err == ErrNotHeld {
+		return fmt.Errorf("%w: %w", ErrNotHeld, ErrLost)
+	}
+	return err
+}
+
+// Release gives the lock up: to the next local waiter in one round trip, or
+// back to the backend (which notifies waiters elsewhere). Releasing a lock
+// that is no longer ours returns ErrNotHeld and leaves the holder's lock
+// alone. Use a context that outlives the request (context.WithoutCancel
+// plus a timeout) so that a cancelled caller cannot leak the lock.
+func (l *Lock) Release(ctx context.Context) error {
+	return l.c.release(ctx, l)
+}
+
+func (l *Lock) heldErr() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch l.state {
+	case stateHeld:
+		return nil
+	case stateLost:
+		return fmt.Errorf("%w: %w", ErrNotHeld, l.err)
+	default:
+		return ErrNotHeld
+	}
+}
+
+// end moves the lock out of the held state exactly once. It reports whether
+// this call did it.
+func (l *Lock) end(state lockState, err error) bool {
+	l.mu.Lock()
+	if l.state != stateHeld {
+		l.mu.Unlock()
+		return false
+	}
+	l.state, l.err = state, err
+	if l.expiry != nil {
+		l.expiry.Stop()
+	}
+	cbs := l.callbacks
+	l.callbacks = nil
+	close(l.done)
+	l.mu.Unlock()
+	for _, f := range cbs {
+		f()
+	}
+	return true
+}
+
+// afterEnd registers f to run once when the lock ends (immediately if it
+// has). The returned func unregisters it.
+func (l *Lock) afterEnd(f func()) (stop func()) {
+	l.mu.Lock()
+	if l.state != stateHeld {
+		l.mu.Unlock()
+		f()
+		return func() {}
+	}
+	if l.callbacks == nil {
+		l.callbacks = make(map[*int]func())
+	}
+	id := new(int)
+	l.callbacks[id] = f
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		delete(l.callbacks, id)
+		l.mu.Unlock()
+	}
+}
+
+// Context returns a copy of parent that carries the lock (see FromContext)
+// and is cancelled, with the loss as its cause, when the lock is lost. Call
+// the CancelFunc when done to free resources.
+func (l *Lock) Context(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ContextWithLock(parent, l))
+	stop := l.afterEnd(func() {
+		if err := l.Err(); err != nil {
+			cancel(err)
+		}
+	})
+	return ctx, func() { stop(); cancel(context.Canceled) }
+}
+
+func (l *Lock) info() LockInfo {
+	return LockInfo{Key: l.key, Name: l.cfg.name, Prefix: l.prefix, Backend: l.c.b.Name()}
+}
+
+func newToken() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("core: crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
+
+func ownerID(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:8])
+}

@@ -1,0 +1,193 @@
+// Package locktest provides an in-memory core.Locker for testing code that
+// uses locks (handlers behind httpmw, ginmw or grpcmw, jobs using sqlguard)
+// without Redis, in the spirit of net/http/httptest.
+//
+// The fake runs the real core.Client over an in-process Backend, so leases,
+// fences, waiting, the watchdog and loss notices behave as in production;
+// only the storage is a map. Locks are shared by every Client made from the
+// same Store, which stands in for one Redis.
+package locktest
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/fencedlock/fencedlock/core"
+)
+
+// Store is the shared in-memory state, like one Redis server.
+type Store struct {
+	mu     sync.Mutex
+	locks  map[string]entry
+	fences map[string]uint64
+	subs   map[string]map[*func()]struct{}
+	down   bool
+}
+
+type entry struct {
+	token   string
+	expires time.Time // monotonic
+}
+
+// NewStore returns an empty store.
+func NewStore() *Store {
+	return &Store{
+		locks:  make(map[string]entry),
+		fences: make(map[string]uint64),
+		subs:   make(map[string]map[*func()]struct{}),
+	}
+}
+
+// New returns a Client on a fresh Store. Close it when done.
+func New(opts ...core.Option) *core.Client { return NewStore().Client(opts...) }
+
+// Client returns a new core.Client sharing s.
+func (s *Store) Client(opts ...core.Option) *core.Client {
+	return core.NewWithBackend(&backend{s: s}, opts...)
+}
+
+// SetDown makes every backend call fail as if the store were unreachable
+// (core.ErrUnavailable), to test fail-closed and fail-open paths.
+func (s *Store) SetDown(down bool) {
+	s.mu.Lock()
+	s.down = down
+	s.mu.Unlock()
+}
+
+// Expire drops the lease of key (under prefix) at once, as if it timed out,
+// without telling the holder; its watchdog or deadline notices.
+func (s *Store) Expire(prefix, key string) {
+	s.mu.Lock()
+	delete(s.locks, core.KeysFor(prefix, key).Lock)
+	s.mu.Unlock()
+}
+
+// Held reports whether key (under prefix) is currently held.
+func (s *Store) Held(prefix, key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.live(core.KeysFor(prefix, key).Lock)
+	return ok
+}
+
+func (s *Store) live(k string) (entry, bool) {
+	e, ok := s.locks[k]
+	if ok && !time.Now().Before(e.expires) {
+		delete(s.locks, k)
+		return entry{}, false
+	}
+	return e, ok
+}
+
+type backend struct{ s *Store }
+
+var errDown = core.Unavailable(errStoreDown{})
+
+type errStoreDown struct{}
+
+func (errStoreDown) Error() string { return "locktest: store is down" }
+
+func (b *backend) Name() string { return "memory" }
+
+func (b *backend) Acquire(_ context.Context, keys core.Keys, token string, ttl time.Duration) (core.Grant, error) {
+	s := b.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down {
+		return core.Grant{}, errDown
+	}
+	if e, ok := s.live(keys.Lock); ok {
+		if e.token == token {
+			s.locks[keys.Lock] = entry{token: token, expires: time.Now().Add(ttl)}
+			return core.Grant{Acquired: true, Fence: s.fences[keys.Fence]}, nil
+		}
+		return core.Grant{HolderTTL: time.Until(e.expires)}, nil
+	}
+	s.locks[keys.Lock] = entry{token: token, expires: time.Now().Add(ttl)}
+	s.fences[keys.Fence]++
+	return core.Grant{Acquired: true, Fence: s.fences[keys.Fence]}, nil
+}
+
+func (b *backend) Handoff(_ context.Context, keys core.Keys, from, to string, ttl time.Duration) (core.Grant, error) {
+	s := b.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down {
+		return core.Grant{}, errDown
+	}
+	e, ok := s.live(keys.Lock)
+	if !ok || (e.token != from && e.token != to) {
+		return core.Grant{}, core.ErrNotHeld
+	}
+	if e.token == from {
+		s.fences[keys.Fence]++
+	}
+	s.locks[keys.Lock] = entry{token: to, expires: time.Now().Add(ttl)}
+	return core.Grant{Acquired: true, Fence: s.fences[keys.Fence]}, nil
+}
+
+func (b *backend) Release(_ context.Context, keys core.Keys, token string) error {
+	s := b.s
+	s.mu.Lock()
+	if s.down {
+		s.mu.Unlock()
+		return errDown
+	}
+	e, ok := s.live(keys.Lock)
+	if !ok || e.token != token {
+		s.mu.Unlock()
+		return core.ErrNotHeld
+	}
+	delete(s.locks, keys.Lock)
+	var fns []func()
+	for f := range s.subs[keys.Channel] {
+		fns = append(fns, *f)
+	}
+	s.mu.Unlock()
+	for _, f := range fns {
+		f()
+	}
+	return nil
+}
+
+func (b *backend) Refresh(_ context.Context, reqs []core.RefreshRequest) []error {
+	s := b.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	errs := make([]error, len(reqs))
+	for i, r := range reqs {
+		if s.down {
+			errs[i] = errDown
+			continue
+		}
+		e, ok := s.live(r.Keys.Lock)
+		if !ok || e.token != r.Token {
+			errs[i] = core.ErrNotHeld
+			continue
+		}
+		s.locks[r.Keys.Lock] = entry{token: r.Token, expires: time.Now().Add(r.TTL)}
+	}
+	return errs
+}
+
+func (b *backend) Subscribe(_ context.Context, keys core.Keys, notify func()) (func(), error) {
+	s := b.s
+	f := &notify
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.subs[keys.Channel] == nil {
+		s.subs[keys.Channel] = make(map[*func()]struct{})
+	}
+	s.subs[keys.Channel][f] = struct{}{}
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.subs[keys.Channel], f)
+		if len(s.subs[keys.Channel]) == 0 {
+			delete(s.subs, keys.Channel)
+		}
+	}, nil
+}
+
+func (b *backend) Close() error { return nil }
