@@ -1,0 +1,233 @@
+// Package guard is the request-scoped lock behaviour shared by the HTTP,
+// gin and gRPC adapters: acquire one or more keys in a deadlock-free order
+// with the route's wait policy, classify failures into outcomes the adapters
+// map to status codes, carry the locks in a context that is cancelled when
+// one is lost, and release with a detached context.
+package guard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/fencedlock/fencedlock/core"
+)
+
+// DefaultReleaseTimeout bounds the detached release after a request.
+const DefaultReleaseTimeout = 2 * time.Second
+
+// Policy is an adapter's per-route configuration.
+type Policy struct {
+	TTL            time.Duration // 0: the Locker's default
+	Wait           time.Duration // 0: fail fast
+	AutoRefresh    bool
+	RefreshEvery   time.Duration // 0: a tenth of the TTL
+	MaxHold        time.Duration // 0: no cap
+	FailOpen       bool          // run unlocked when the backend is unreachable
+	Name           string        // telemetry name (route template, RPC method)
+	ReleaseTimeout time.Duration // 0: DefaultReleaseTimeout
+	Options        []core.Option // passed through to the Locker last
+}
+
+// Outcome classifies an acquisition for the adapters.
+type Outcome int
+
+const (
+	Acquired    Outcome = iota // locks held; run the handler
+	FailedOpen                 // backend unreachable and the route fails open: run unlocked
+	Contended                  // held elsewhere: 409 / Aborted
+	InvalidKey                 // empty, invalid or oversized key: 400 / InvalidArgument
+	Unavailable                // backend unreachable: 503 / Unavailable
+	Timeout                    // the request deadline passed while waiting: 504 / DeadlineExceeded
+	Canceled                   // the caller went away while waiting
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Acquired:
+		return "acquired"
+	case FailedOpen:
+		return "failed_open"
+	case Contended:
+		return "contended"
+	case InvalidKey:
+		return "invalid_key"
+	case Unavailable:
+		return "unavailable"
+	case Timeout:
+		return "timeout"
+	case Canceled:
+		return "canceled"
+	}
+	return fmt.Sprintf("outcome(%d)", int(o))
+}
+
+// Result is what Acquire reports besides the held locks.
+type Result struct {
+	Outcome    Outcome
+	RetryAfter time.Duration // Contended: the holder's remaining lease (0 if unknown)
+	Err        error         // the underlying error (never shown to clients)
+}
+
+// Held is the set of locks one request holds.
+type Held struct {
+	locks   []*core.Lock // acquired here, in acquisition order
+	ctx     context.Context
+	cancels []context.CancelFunc
+	timeout time.Duration
+}
+
+// Classify maps an error from Locker.Acquire to an outcome. A request
+// deadline wins over contention so that waiting clients get 504.
+func Classify(err error) Result {
+	switch {
+	case err == nil:
+		return Result{Outcome: Acquired}
+	case errors.Is(err, core.ErrInvalidKey):
+		return Result{Outcome: InvalidKey, Err: err}
+	case errors.Is(err, context.DeadlineExceeded):
+		return Result{Outcome: Timeout, Err: err}
+	case errors.Is(err, context.Canceled):
+		return Result{Outcome: Canceled, Err: err}
+	case errors.Is(err, core.ErrNotAcquired):
+		ra, _ := core.RetryAfter(err)
+		return Result{Outcome: Contended, RetryAfter: ra, Err: err}
+	default: // ErrUnavailable, ErrQuorum, ErrClosed and anything unknown: fail closed
+		return Result{Outcome: Unavailable, Err: err}
+	}
+}
+
+// Acquire takes every key in sorted order (so two requests locking the same
+// pair can never deadlock), skipping keys already held in ctx (reentrancy).
+// On failure it releases what it took and returns a nil Held. With
+// FailOpen, an unreachable backend yields FailedOpen and a Held with no
+// locks. Keys are validated before anything is sent.
+func Acquire(ctx context.Context, l core.Locker, keys []string, p Policy) (*Held, Result) {
+	for _, k := range keys {
+		if err := core.ValidateKey(k); err != nil {
+			return nil, Result{Outcome: InvalidKey, Err: err}
+		}
+	}
+	keys = slices.Clone(keys)
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+
+	opts := p.options()
+	h := &Held{ctx: ctx, timeout: p.ReleaseTimeout}
+	if h.timeout <= 0 {
+		h.timeout = DefaultReleaseTimeout
+	}
+	for _, k := range keys {
+		if heldInContext(ctx, k) {
+			continue
+		}
+		var lk *core.Lock
+		var err error
+		if p.Wait > 0 {
+			lk, err = l.Acquire(ctx, k, opts...)
+		} else {
+			lk, err = l.TryAcquire(ctx, k, opts...)
+		}
+		if err != nil {
+			h.Release()
+			res := Classify(err)
+			if res.Outcome == Unavailable && p.FailOpen {
+				return &Held{ctx: ctx, timeout: h.timeout}, Result{Outcome: FailedOpen, Err: err}
+			}
+			return nil, res
+		}
+		h.locks = append(h.locks, lk)
+		var cancel context.CancelFunc
+		h.ctx, cancel = lk.Context(h.ctx)
+		h.cancels = append(h.cancels, cancel)
+	}
+	return h, Result{Outcome: Acquired}
+}
+
+func (p Policy) options() []core.Option {
+	var o []core.Option
+	if p.TTL > 0 {
+		o = append(o, core.WithTTL(p.TTL))
+	}
+	if p.Wait > 0 {
+		o = append(o, core.WithWait(p.Wait))
+	}
+	if p.AutoRefresh {
+		o = append(o, core.WithAutoRefresh(p.RefreshEvery))
+	}
+	if p.MaxHold > 0 {
+		o = append(o, core.WithMaxHold(p.MaxHold))
+	}
+	if p.Name != "" {
+		o = append(o, core.WithName(p.Name))
+	}
+	return append(o, p.Options...)
+}
+
+func heldInContext(ctx context.Context, key string) bool {
+	for _, l := range core.LocksFromContext(ctx) {
+		if l.Key() == key && l.Err() == nil {
+			select {
+			case <-l.Done():
+			default:
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Context returns the request context carrying the locks; it is cancelled
+// with the loss as its cause (context.Cause) when any of them is lost.
+func (h *Held) Context() context.Context { return h.ctx }
+
+// Locks returns the locks acquired by this guard (not the reentrant ones).
+func (h *Held) Locks() []*core.Lock { return h.locks }
+
+// Lost returns the first loss among the held locks, or nil.
+func (h *Held) Lost() error {
+	if h == nil {
+		return nil
+	}
+	for _, l := range h.locks {
+		if err := l.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Release gives every lock back, in reverse order, with a context detached
+// from the request (a client that went away cannot leak the lock) and a
+// short timeout of its own. It is safe to call more than once.
+func (h *Held) Release() error {
+	if h == nil {
+		return nil
+	}
+	var errs []error
+	for i := len(h.locks) - 1; i >= 0; i-- {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(h.ctx), h.timeout)
+		err := h.locks[i].Release(ctx)
+		cancel()
+		if err != nil && !errors.Is(err, core.ErrNotHeld) {
+			errs = append(errs, err)
+		}
+	}
+	for _, c := range h.cancels {
+		c()
+	}
+	h.locks, h.cancels = nil, nil
+	return errors.Join(errs...)
+}
+
+// RetryAfterSeconds rounds a remaining lease up to whole seconds (at least
+// 1) for a Retry-After header.
+func RetryAfterSeconds(d time.Duration) int {
+	s := int((d + time.Second - 1) / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	return s
+}
