@@ -53,6 +53,10 @@ type Grant struct {
 	Acquired  bool
 	Fence     uint64
 	HolderTTL time.Duration // when not acquired: the holder's remaining lease
+	// Sent, when set by a NativeWaiter, is the local (monotonic) time at
+	// which the command that started the granted lease was sent; the
+	// validity deadline counts from it. Zero: from the start of the call.
+	Sent time.Time
 }
 
 // RefreshRequest asks to renew one lease.
@@ -60,4 +64,15 @@ type RefreshRequest struct {
 	Keys  Keys
 	Token string
 	TTL   time.Duration
+}
+
+// NativeWaiter is implemented by backends that queue waiters themselves
+// (etcd: FIFO by revision, each waiter watching only its predecessor). The
+// Client then calls AcquireWait instead of its notify-and-retry loop. It
+// waits until the lock is granted, until (when non-zero) passes, or ctx
+// ends; a wait that ends without the lock returns Grant{Acquired: false}
+// and a nil error (or ctx.Err()). It must leave nothing behind for a wait
+// that gave up.
+type NativeWaiter interface {
+	AcquireWait(ctx context.Context, keys Keys, token string, ttl time.Duration, until time.Time) (Grant, error)
 }

@@ -322,6 +322,9 @@ func (c *Client) contend(ctx context.Context, key string, keys Keys, cfg *config
 		}
 	}()
 	woken, lostRaces := false, 0
+	if nw, ok := c.b.(NativeWaiter); ok && cfg.wait != 0 {
+		return c.contendNative(ctx, nw, key, keys, cfg, token, waitUntil, st)
+	}
 	for {
 		st.attempts++
 		sent := time.Now()
@@ -400,6 +403,30 @@ func (c *Client) contend(ctx context.Context, key string, keys Keys, cfg *config
 			}
 		}
 	}
+}
+
+// contendNative lets a backend that queues waiters itself do the waiting.
+func (c *Client) contendNative(ctx context.Context, nw NativeWaiter, key string, keys Keys, cfg *config, token string, waitUntil time.Time, st *acqStats) (*Lock, acqStats, error) {
+	st.attempts++
+	sent := time.Now()
+	g, err := nw.AcquireWait(ctx, keys, token, cfg.ttl, waitUntil)
+	if err != nil {
+		c.cleanup(keys, token, cfg)
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, *st, notAcquired(0, st.attempts, cerr)
+		}
+		return nil, *st, err
+	}
+	if !g.Acquired {
+		st.contended = true
+		return nil, *st, notAcquired(g.HolderTTL, st.attempts, nil)
+	}
+	// The wait may have been long: the lease runs from the send time the
+	// backend reports for the command that granted (or last renewed) it.
+	if !g.Sent.IsZero() {
+		sent = g.Sent
+	}
+	return c.newLock(key, keys, cfg, token, g.Fence, sent), *st, nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

@@ -63,6 +63,13 @@ func (s *Store) Expire(prefix, key string) {
 	s.mu.Unlock()
 }
 
+// DeleteRaw removes a backend key (as core.KeysFor names it).
+func (s *Store) DeleteRaw(key string) {
+	s.mu.Lock()
+	delete(s.locks, key)
+	s.mu.Unlock()
+}
+
 // Held reports whether key (under prefix) is currently held.
 func (s *Store) Held(prefix, key string) bool {
 	s.mu.Lock()

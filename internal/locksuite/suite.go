@@ -494,7 +494,7 @@ func runWitness(t *testing.T, h Harness, locked bool) (got, want int) {
 	}
 	var mu sync.Mutex // only guards the shared int against the race detector
 	w := &witness{}
-	per := total / g
+	per := (total + g - 1) / g
 	var wg sync.WaitGroup
 	for i := range g {
 		wg.Add(1)
