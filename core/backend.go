@@ -76,3 +76,11 @@ type RefreshRequest struct {
 type NativeWaiter interface {
 	AcquireWait(ctx context.Context, keys Keys, token string, ttl time.Duration, until time.Time) (Grant, error)
 }
+
+// remoteWaiters is implemented by backends whose release can tell whether
+// waiters in other processes received the notice (Redis: PUBLISH returns
+// its receivers). After WithHandoffLimit local hand-offs the Client then
+// lets its own next waiter yield briefly, so the remote ones get the lock.
+type remoteWaiters interface {
+	ReleaseWaiters(ctx context.Context, keys Keys, token string) (othersWaiting bool, err error)
+}

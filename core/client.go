@@ -233,6 +233,11 @@ func (c *Client) granted(ctx context.Context, q *keyQueue, key string, keys Keys
 		st.handoff = true
 		return m.lock, *st, nil
 	default: // our turn to contend in the backend
+		if m.yield {
+			// Remote waiters were notified of the release that ended a run
+			// of local hand-offs: let one of them win before we try.
+			_ = sleepCtx(ctx, yieldDelay)
+		}
 		return c.contendHead(ctx, q, key, keys, cfg, waitUntil, st)
 	}
 }
@@ -295,7 +300,7 @@ func (c *Client) wakeNextLocked(q *keyQueue, lockKey string) {
 	if len(q.waiters) > 0 {
 		w := q.pop()
 		q.contending = true
-		w.ch <- grantMsg{}
+		w.ch <- grantMsg{yield: q.yield}
 		return
 	}
 	if c.queues[lockKey] == q {
@@ -523,13 +528,19 @@ func (c *Client) lose(l *Lock, cause error) {
 
 // forget drops every reference the Client keeps to an ended lock and lets
 // the next local waiter contend.
-func (c *Client) forget(l *Lock) {
+func (c *Client) forget(l *Lock) { c.forgetYield(l, false) }
+
+// forgetYield is forget; with yield the next local waiter first gives
+// waiters in other processes, who were just notified, a head start.
+func (c *Client) forgetYield(l *Lock, yield bool) {
 	c.rn.remove(l)
 	c.mu.Lock()
 	delete(c.held, l)
 	if q := c.queues[l.keys.Lock]; q != nil && q.holderLock == l {
 		q.holder, q.holderLock, q.handoffs = false, nil, 0
+		q.yield = yield
 		c.wakeNextLocked(q, l.keys.Lock)
+		q.yield = false
 	}
 	c.mu.Unlock()
 }
@@ -549,7 +560,13 @@ func (c *Client) release(ctx context.Context, l *Lock) error {
 	if w != nil {
 		return c.handoff(ctx, q, l, w)
 	}
-	err := c.b.Release(ctx, l.keys, l.token)
+	var err error
+	yield := false
+	if rw, ok := c.b.(remoteWaiters); ok {
+		yield, err = rw.ReleaseWaiters(ctx, l.keys, l.token)
+	} else {
+		err = c.b.Release(ctx, l.keys, l.token)
+	}
 	held := time.Since(l.start)
 	var ended bool
 	if errors.Is(err, ErrNotHeld) {
@@ -561,7 +578,7 @@ func (c *Client) release(ctx context.Context, l *Lock) error {
 		ended = l.end(stateReleased, nil)
 	}
 	if ended {
-		c.forget(l)
+		c.forgetYield(l, yield)
 		l.cfg.observer.Released(ctx, ReleaseEvent{LockInfo: l.info(), Fence: l.fence, Held: held, Err: err, Data: l.data})
 	}
 	return err
@@ -636,6 +653,7 @@ type keyQueue struct {
 	contending bool  // a goroutine is asking the backend
 	waiters    []*waiter
 	handoffs   int // consecutive local hand-offs
+	yield      bool
 	lastTTL    time.Duration
 	lastSeen   time.Time
 }
@@ -648,7 +666,12 @@ type waiter struct {
 type grantMsg struct {
 	lock   *Lock // handed off
 	closed bool  // the Client closed
+	yield  bool  // contend, but after yieldDelay
 }
+
+// yieldDelay is how long a local waiter stands back after a release that
+// notified remote waiters; it covers their notice and one round trip.
+const yieldDelay = time.Millisecond
 
 func (q *keyQueue) pop() *waiter {
 	w := q.waiters[0]

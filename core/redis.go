@@ -123,14 +123,26 @@ func (b *redisBackend) publishCmd() string {
 }
 
 func (b *redisBackend) Release(ctx context.Context, keys Keys, token string) error {
+	_, err := b.ReleaseWaiters(ctx, keys, token)
+	return err
+}
+
+// ReleaseWaiters releases like Release and also reports whether the notice
+// reached a subscriber other than this backend's own connection: a waiter
+// in another process (see remoteWaiters).
+func (b *redisBackend) ReleaseWaiters(ctx context.Context, keys Keys, token string) (bool, error) {
 	n, err := releaseScript.Run(ctx, b.rdb, []string{keys.Lock, keys.Channel}, token, b.publishCmd()).Int64()
 	if err != nil {
-		return redisErr(ctx, err)
+		return false, redisErr(ctx, err)
 	}
-	if n != 1 {
-		return ErrNotHeld
+	if n < 1 {
+		return false, ErrNotHeld
 	}
-	return nil
+	receivers := n - 1
+	if b.subs.has(keys.Channel) {
+		receivers--
+	}
+	return receivers > 0, nil
 }
 
 func (b *redisBackend) Refresh(ctx context.Context, reqs []RefreshRequest) []error {

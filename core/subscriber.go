@@ -110,6 +110,14 @@ func (s *subscriber) subscribe(ctx context.Context, ch string, fn func()) (func(
 	}
 }
 
+// has reports whether this connection is subscribed to ch.
+func (s *subscriber) has(ch string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.chans[ch]
+	return e != nil && e.isReady
+}
+
 func (s *subscriber) remove(ch string, e *subEntry, l *listener) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
