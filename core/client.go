@@ -338,7 +338,7 @@ func (c *Client) contend(ctx context.Context, key string, keys Keys, cfg *config
 			// The command may have reached Redis before the failure: undo
 			// it best-effort, off the caller's path.
 			c.cleanup(keys, token, cfg)
-			if cerr := ctx.Err(); cerr != nil {
+			if cerr := ctxErr(ctx); cerr != nil {
 				return nil, *st, notAcquired(0, st.attempts, cerr)
 			}
 			return nil, *st, err

@@ -216,7 +216,7 @@ func (b *redisBackend) Close() error {
 // redisErr classifies a go-redis error: the caller's context ending is
 // reported as such, everything else is the backend being unavailable.
 func redisErr(ctx context.Context, err error) error {
-	if cerr := ctx.Err(); cerr != nil {
+	if cerr := ctxErr(ctx); cerr != nil {
 		// go-redis reports a context deadline as an i/o timeout at times;
 		// either way the caller's context ended the call.
 		return cerr
@@ -225,4 +225,17 @@ func redisErr(ctx context.Context, err error) error {
 		return fmt.Errorf("%w: %w", ErrClosed, err)
 	}
 	return unavailable(err)
+}
+
+// ctxErr is ctx.Err(), except that a deadline already in the past counts
+// as exceeded even if the context's own timer has not fired yet (go-redis
+// turns the deadline into a socket timeout that can fire first).
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
