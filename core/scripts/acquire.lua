@@ -3,17 +3,16 @@
 -- ARGV[1] owner token, ARGV[2] lease ms, ARGV[3] fence counter ms
 -- Returns {1, fence} when acquired, {0, holder pttl} when held elsewhere.
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local f = redis.call('GET', KEYS[2])
-  local n
-  if f then
-    n = tonumber(f) + 1
-  else
-    -- The counter expired or was never set: start from the server clock in
-    -- microseconds, which is above every fence issued before (see README).
+  -- INCR keeps the counter's TTL, which is set only when the counter is
+  -- (re)created: a counter lives ARGV[3] ms at most, so idle keys leave
+  -- nothing behind. A new counter starts from the server clock in
+  -- microseconds, above every fence issued before (see README).
+  local n = redis.call('INCR', KEYS[2])
+  if n == 1 then
     local t = redis.call('TIME')
     n = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    redis.call('SET', KEYS[2], string.format('%.0f', n), 'PX', ARGV[3])
   end
-  redis.call('SET', KEYS[2], string.format('%.0f', n), 'PX', ARGV[3])
   return {1, n}
 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then

@@ -12,13 +12,10 @@ if cur ~= ARGV[1] then
   return {0, redis.call('PTTL', KEYS[1])}
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-local f = redis.call('GET', KEYS[2])
-local n
-if f then
-  n = tonumber(f) + 1
-else
+local n = redis.call('INCR', KEYS[2])
+if n == 1 then
   local t = redis.call('TIME')
   n = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  redis.call('SET', KEYS[2], string.format('%.0f', n), 'PX', ARGV[4])
 end
-redis.call('SET', KEYS[2], string.format('%.0f', n), 'PX', ARGV[4])
 return {1, n}
