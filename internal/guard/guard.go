@@ -60,6 +60,10 @@ func (o Outcome) String() string {
 		return "timeout"
 	case Canceled:
 		return "canceled"
+	case Lost:
+		return "lost"
+	case Misconfigured:
+		return "misconfigured"
 	}
 	return fmt.Sprintf("outcome(%d)", int(o))
 }

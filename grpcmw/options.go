@@ -1,0 +1,180 @@
+package grpcmw
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/fencedlock/fencedlock/core"
+	"github.com/fencedlock/fencedlock/internal/guard"
+)
+
+// Option configures UnaryServerInterceptor and StreamServerInterceptor.
+// Invalid values panic when the option or the interceptor is built, never
+// at call time.
+type Option func(*config)
+
+type config struct {
+	policy       guard.Policy
+	errorHandler ErrorHandler
+	logger       *slog.Logger        // nil: slog.Default() at log time
+	methods      map[string]struct{} // nil: every method
+}
+
+// newConfig applies opts over the defaults. Streams renew their lease by
+// default (see StreamServerInterceptor); unary calls do not, as in httpmw.
+func newConfig(opts []Option, stream bool) config {
+	c := config{errorHandler: DefaultErrorHandler}
+	c.policy.AutoRefresh = stream
+	for _, o := range opts {
+		if o == nil {
+			panic("grpcmw: nil Option")
+		}
+		o(&c)
+	}
+	if err := c.policy.Validate(); err != nil {
+		panic("grpcmw: " + err.Error())
+	}
+	return c
+}
+
+// selects reports whether calls to method are locked.
+func (c *config) selects(method string) bool {
+	if c.methods == nil {
+		return true
+	}
+	_, ok := c.methods[method]
+	return ok
+}
+
+// WithTTL sets the lease length (default: the Locker's, core.DefaultTTL).
+// Without auto-refresh, a handler running longer than the TTL loses the
+// lock and the call ends Aborted.
+func WithTTL(d time.Duration) Option {
+	if d <= 0 {
+		panic("grpcmw: WithTTL needs a positive duration")
+	}
+	return func(c *config) { c.policy.TTL = d }
+}
+
+// WithWait makes a call wait up to d for a held lock before ending
+// Aborted. The default, and WithWait(0), is to fail fast. The call's own
+// deadline still wins (DeadlineExceeded).
+func WithWait(d time.Duration) Option {
+	if d < 0 {
+		panic("grpcmw: WithWait needs a duration >= 0")
+	}
+	return func(c *config) { c.policy.Wait = d }
+}
+
+// WithAutoRefresh renews the lease while the handler runs, every interval
+// (default: a tenth of the TTL). Stream interceptors renew by default; this
+// option turns renewal on for unary calls or sets the interval. Bound long
+// holders with WithMaxHold. To turn the stream default off, pass
+// WithLockOptions(core.WithoutAutoRefresh()).
+func WithAutoRefresh(interval ...time.Duration) Option {
+	if len(interval) > 1 {
+		panic("grpcmw: WithAutoRefresh takes at most one interval")
+	}
+	var every time.Duration
+	if len(interval) == 1 {
+		if every = interval[0]; every <= 0 {
+			panic("grpcmw: WithAutoRefresh needs a positive interval")
+		}
+	}
+	return func(c *config) { c.policy.AutoRefresh, c.policy.RefreshEvery = true, every }
+}
+
+// WithMaxHold caps how long auto-refresh keeps the lock; after it the lock
+// is lost, the handler's context cancelled and the call ends Aborted, so a
+// hung handler or an endless stream cannot hold a key forever.
+func WithMaxHold(d time.Duration) Option {
+	if d <= 0 {
+		panic("grpcmw: WithMaxHold needs a positive duration")
+	}
+	return func(c *config) { c.policy.MaxHold = d }
+}
+
+// WithFailOpen runs the handler without the lock when the lock backend is
+// unreachable, instead of ending the call Unavailable. The handler then
+// finds no lock in its context (core.FromContext reports false). Only for
+// methods where a duplicate is cheaper than an outage.
+func WithFailOpen() Option { return func(c *config) { c.policy.FailOpen = true } }
+
+// WithErrorHandler replaces DefaultErrorHandler, which turns an Error into
+// the status the call ends with.
+func WithErrorHandler(h ErrorHandler) Option {
+	if h == nil {
+		panic("grpcmw: WithErrorHandler with a nil handler")
+	}
+	return func(c *config) { c.errorHandler = h }
+}
+
+// WithName sets the low-cardinality lock name telemetry and logs see. The
+// default is the full method name ("/pkg.Service/Method"), never the key.
+func WithName(name string) Option { return func(c *config) { c.policy.Name = name } }
+
+// WithReleaseTimeout bounds the release after the handler returns, which
+// runs on a context detached from the call (default 2s).
+func WithReleaseTimeout(d time.Duration) Option {
+	if d <= 0 {
+		panic("grpcmw: WithReleaseTimeout needs a positive duration")
+	}
+	return func(c *config) { c.policy.ReleaseTimeout = d }
+}
+
+// WithLockOptions passes core options (core.WithPrefix, core.WithObserver,
+// core.WithoutAutoRefresh, ...) to every acquisition, after the ones the
+// other options imply, so they win.
+func WithLockOptions(opts ...core.Option) Option {
+	for _, o := range opts {
+		if o == nil {
+			panic("grpcmw: WithLockOptions with a nil core.Option")
+		}
+	}
+	return func(c *config) { c.policy.Options = append(c.policy.Options, opts...) }
+}
+
+// WithMethods restricts the interceptor to the given full method names
+// ("/pkg.Service/Method", as in grpc.UnaryServerInfo.FullMethod); calls to
+// other methods pass through unlocked. Repeated options add up. For richer
+// matching, leave WithMethods out and wrap the interceptor in
+// go-grpc-middleware's selector (see the package documentation).
+func WithMethods(methods ...string) Option {
+	if len(methods) == 0 {
+		panic("grpcmw: WithMethods with no method")
+	}
+	for _, m := range methods {
+		if !isFullMethod(m) {
+			panic(fmt.Sprintf("grpcmw: WithMethods: %q is not a full method name such as \"/pkg.Service/Method\"", m))
+		}
+	}
+	return func(c *config) {
+		if c.methods == nil {
+			c.methods = make(map[string]struct{}, len(methods))
+		}
+		for _, m := range methods {
+			c.methods[m] = struct{}{}
+		}
+	}
+}
+
+// WithLogger sets where the interceptors report what no status shows:
+// misconfiguration, an unreachable backend, lost locks and failed releases
+// (default slog.Default()). Records carry the lock name, never the key.
+func WithLogger(l *slog.Logger) Option {
+	if l == nil {
+		panic("grpcmw: WithLogger with a nil logger")
+	}
+	return func(c *config) { c.logger = l }
+}
+
+// isFullMethod reports whether m looks like "/service/method".
+func isFullMethod(m string) bool {
+	if len(m) < 4 || m[0] != '/' {
+		return false
+	}
+	svc, name, ok := strings.Cut(m[1:], "/")
+	return ok && svc != "" && name != "" && !strings.Contains(name, "/")
+}
