@@ -113,10 +113,12 @@ func (c *Client) Close() error {
 	c.mu.Unlock()
 	c.rn.stop()
 	for _, l := range locks {
-		if l.end(stateLost, fmt.Errorf("%w: %w", ErrLost, ErrClosed)) {
+		cause := fmt.Errorf("%w: %w", ErrLost, ErrClosed)
+		if l.end(stateLost, cause) {
 			ctx, cancel := context.WithTimeout(context.Background(), l.cfg.releaseTimeout)
 			_ = c.b.Release(ctx, l.keys, l.token)
 			cancel()
+			c.observeLost(l, cause)
 		}
 	}
 	c.bg.Wait()
@@ -479,8 +481,10 @@ func (c *Client) arm(l *Lock) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		if l.end(stateLost, fmt.Errorf("%w: %w", ErrLost, ErrClosed)) {
+		cause := fmt.Errorf("%w: %w", ErrLost, ErrClosed)
+		if l.end(stateLost, cause) {
 			c.cleanup(l.keys, l.token, &l.cfg)
+			c.observeLost(l, cause)
 		}
 		return
 	}
@@ -509,11 +513,11 @@ func (c *Client) expire(l *Lock) {
 		return
 	}
 	l.mu.Unlock()
-	cause := ErrLost
+	var cause error
 	if l.cfg.maxHold > 0 && time.Since(l.start) >= l.cfg.maxHold-l.TTL() {
 		cause = fmt.Errorf("%w: %w", ErrLost, ErrHoldCapReached)
 	} else {
-		cause = fmt.Errorf("%w: lease not renewed before its validity deadline", ErrLost)
+		cause = fmt.Errorf("%w: %w: not renewed before its validity deadline", ErrLost, ErrLeaseExpired)
 	}
 	c.lose(l, cause)
 }
@@ -523,6 +527,10 @@ func (c *Client) lose(l *Lock, cause error) {
 		return
 	}
 	c.forget(l)
+	c.observeLost(l, cause)
+}
+
+func (c *Client) observeLost(l *Lock, cause error) {
 	l.cfg.observer.Lost(LostEvent{LockInfo: l.info(), Fence: l.fence, Held: time.Since(l.start), Cause: cause, Data: l.data})
 }
 
@@ -568,16 +576,18 @@ func (c *Client) release(ctx context.Context, l *Lock) error {
 		err = c.b.Release(ctx, l.keys, l.token)
 	}
 	held := time.Since(l.start)
-	var ended bool
 	if errors.Is(err, ErrNotHeld) {
-		ended = l.end(stateLost, fmt.Errorf("%w: lease expired before release", ErrLost))
-		err = fmt.Errorf("%w: %w", ErrNotHeld, ErrLost)
-	} else {
-		// On a transport error the lease may still run in the backend; it
-		// expires there on its own. Locally the lock is over either way.
-		ended = l.end(stateReleased, nil)
+		// The lease ran out before the release: a loss, reported as one.
+		cause := fmt.Errorf("%w: %w: found at release", ErrLost, ErrLeaseExpired)
+		if l.end(stateLost, cause) {
+			c.forget(l)
+			c.observeLost(l, cause)
+		}
+		return fmt.Errorf("%w: %w", ErrNotHeld, cause)
 	}
-	if ended {
+	// On a transport error the lease may still run in the backend; it
+	// expires there on its own. Locally the lock is over either way.
+	if l.end(stateReleased, nil) {
 		c.forgetYield(l, yield)
 		l.cfg.observer.Released(ctx, ReleaseEvent{LockInfo: l.info(), Fence: l.fence, Held: held, Err: err, Data: l.data})
 	}
@@ -591,20 +601,30 @@ func (c *Client) handoff(ctx context.Context, q *keyQueue, l *Lock, w *waiter) e
 	g, err := c.b.Handoff(ctx, l.keys, l.token, tok, w.cfg.ttl)
 	held := time.Since(l.start)
 	if err != nil {
+		var cause error
+		var ended bool
 		if errors.Is(err, ErrNotHeld) {
-			l.end(stateLost, fmt.Errorf("%w: lease expired before release", ErrLost))
-			err = fmt.Errorf("%w: %w", ErrNotHeld, ErrLost)
+			cause = fmt.Errorf("%w: %w: found at release", ErrLost, ErrLeaseExpired)
+			ended = l.end(stateLost, cause)
+			err = fmt.Errorf("%w: %w", ErrNotHeld, cause)
 		} else {
-			l.end(stateReleased, nil)
+			ended = l.end(stateReleased, nil)
 		}
 		c.rn.remove(l)
 		c.mu.Lock()
 		delete(c.held, l)
-		q.holder, q.holderLock, q.handoffs = false, nil, 0
+		if q.holderLock == l {
+			q.holder, q.holderLock, q.handoffs = false, nil, 0
+		}
 		q.contending = true
 		c.mu.Unlock()
 		w.ch <- grantMsg{} // the waiter contends in the backend instead
-		l.cfg.observer.Released(ctx, ReleaseEvent{LockInfo: l.info(), Fence: l.fence, Held: held, Err: err, Data: l.data})
+		switch {
+		case ended && cause != nil:
+			c.observeLost(l, cause)
+		case ended:
+			l.cfg.observer.Released(ctx, ReleaseEvent{LockInfo: l.info(), Fence: l.fence, Held: held, Err: err, Data: l.data})
+		}
 		return err
 	}
 	nl := c.newLock(l.key, l.keys, w.cfg, tok, g.Fence, sent)
@@ -613,10 +633,12 @@ func (c *Client) handoff(ctx context.Context, q *keyQueue, l *Lock, w *waiter) e
 	q.holder, q.holderLock = true, nl
 	delete(c.held, l)
 	c.mu.Unlock()
-	l.end(stateReleased, nil)
+	ended := l.end(stateReleased, nil)
 	c.rn.remove(l)
 	w.ch <- grantMsg{lock: nl}
-	l.cfg.observer.Released(ctx, ReleaseEvent{LockInfo: l.info(), Fence: l.fence, Held: held, Handoff: true, Data: l.data})
+	if ended {
+		l.cfg.observer.Released(ctx, ReleaseEvent{LockInfo: l.info(), Fence: l.fence, Held: held, Handoff: true, Data: l.data})
+	}
 	return nil
 }
 
@@ -633,10 +655,13 @@ func (c *Client) afterRefresh(ctx context.Context, l *Lock, sent time.Time, ttl 
 			}
 		}
 		l.mu.Unlock()
-	case errors.Is(err, ErrNotHeld):
-		c.lose(l, fmt.Errorf("%w: another owner holds the key or the lease expired", ErrLost))
 	}
+	// Report the renewal before a loss it reveals, so the loss is the last
+	// event of the lock.
 	l.cfg.observer.Refreshed(ctx, RefreshEvent{LockInfo: l.info(), Fence: l.fence, Auto: auto, Err: err, Data: l.data})
+	if errors.Is(err, ErrNotHeld) {
+		c.lose(l, fmt.Errorf("%w: %w", ErrLost, ErrOwnerChanged))
+	}
 }
 
 func (c *Client) isClosed() bool {

@@ -38,6 +38,16 @@ var (
 	// reached its WithMaxHold cap and the watchdog stopped renewing it.
 	ErrHoldCapReached = errors.New("core: maximum hold time reached")
 
+	// ErrLeaseExpired is the cause (wrapped in ErrLost) when no renewal
+	// succeeded before the lock's local validity deadline, or the lease was
+	// found expired at Release.
+	ErrLeaseExpired = errors.New("core: lease expired")
+
+	// ErrOwnerChanged is the cause (wrapped in ErrLost) when a renewal found
+	// the owner token gone from the backend: the lease expired there, or the
+	// key was deleted or taken by another owner.
+	ErrOwnerChanged = errors.New("core: owner token gone from the backend")
+
 	// ErrClosed is returned by a Client after Close.
 	ErrClosed = errors.New("core: client closed")
 

@@ -50,6 +50,9 @@ type Lock struct {
 // Key returns the caller's key (without prefix).
 func (l *Lock) Key() string { return l.key }
 
+// Prefix returns the namespace the lock was taken under (see WithPrefix).
+func (l *Lock) Prefix() string { return l.prefix }
+
 // Token returns the 128-bit random owner token, hex-encoded. It is a secret:
 // whoever has it can release the lock.
 func (l *Lock) Token() string { return l.token }

@@ -330,7 +330,7 @@ func TestObserver_Lost_atRelease(t *testing.T) {
 			t.Fatalf("Release: %v, want ErrLost", rerr)
 		}
 		hold := rec.one(t, "lock.hold")
-		if got := eventNames(hold); len(got) != 1 || got[0] != "lost{error.type=expired,lock.lost.cause="+rerr.Error()+"}" {
+		if got := eventNames(hold); len(got) != 1 || got[0] != "lost{error.type=expired,lock.lost.cause="+l.Err().Error()+"}" {
 			t.Errorf("events %v, want one lost", got)
 		}
 		if hold.Status().Code != codes.Error {

@@ -1,0 +1,223 @@
+// Command ginserver guards a gin route with ginmw: claims of one coupon run
+// one at a time across every instance of the service.
+//
+// It starts the server on 127.0.0.1:0, fires bursts of concurrent claims,
+// prints what the clients got and exits:
+//
+//   - POST /coupons/:id/claim fails fast: one claim of a burst wins, the
+//     others get 409 Conflict with Retry-After and a small JSON body.
+//   - POST /queued/coupons/:id/claim waits up to 10s for the lock: the
+//     burst is served one by one and the stock never goes below zero.
+//
+// Usage:
+//
+//	go run ./examples/ginserver                      # embedded Redis (miniredis)
+//	go run ./examples/ginserver -redis 127.0.0.1:6379
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/fencedlock/fencedlock/core"
+	"github.com/fencedlock/fencedlock/ginmw"
+	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
+)
+
+const stock = 10
+
+func main() {
+	addr := flag.String("redis", "", "Redis address (host:port); empty runs an embedded miniredis")
+	burst := flag.Int("burst", 20, "concurrent claims per burst")
+	hold := flag.Duration("hold", 100*time.Millisecond, "how long each claim works while holding the lock")
+	flag.Parse()
+	if err := run(*addr, *burst, *hold); err != nil {
+		log.Fatal("ginserver: ", err)
+	}
+}
+
+func run(addr string, burst int, hold time.Duration) error {
+	if addr == "" {
+		mr, err := miniredis.Run()
+		if err != nil {
+			return err
+		}
+		defer mr.Close()
+		addr = mr.Addr()
+		fmt.Println("redis: embedded miniredis at", addr)
+	} else {
+		fmt.Println("redis:", addr)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	ns := fmt.Sprintf("ginserver:%d:", time.Now().UnixNano()) // leaves a shared Redis alone
+	locker := core.New(rdb, core.WithPrefix(ns+"lock:"))
+	defer locker.Close()
+
+	gin.SetMode(gin.ReleaseMode)
+	shop := &shop{rdb: rdb, ns: ns, hold: hold}
+	r := gin.New()
+	r.Use(gin.Recovery()) // before the lock, so a panicking claim still releases it
+	r.POST("/coupons/:id/claim",
+		ginmw.Lock(locker, ginmw.Template("coupon:{id}"), ginmw.WithTTL(5*time.Second)), shop.claim)
+	r.POST("/queued/coupons/:id/claim",
+		ginmw.Lock(locker, ginmw.Template("coupon:{id}"), ginmw.WithTTL(5*time.Second), ginmw.WithWait(10*time.Second)), shop.claim)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: r, ReadHeaderTimeout: 5 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	base := "http://" + ln.Addr().String()
+	fmt.Println("server:", base)
+
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: burst}}
+	defer client.CloseIdleConnections()
+	var failed []string
+	for _, b := range []struct {
+		name, path, coupon string
+		check              func(map[string]int) bool
+	}{
+		{"fail fast", "/coupons/1/claim", "1", func(c map[string]int) bool { return c["200 OK"] >= 1 && c["409 Conflict"] >= 1 }},
+		{"queued (WithWait 10s)", "/queued/coupons/2/claim", "2", func(c map[string]int) bool { return c["200 OK"] == min(burst, stock) }},
+	} {
+		if err := shop.restock(ctx, b.coupon); err != nil {
+			return err
+		}
+		counts, sample := fire(client, base+b.path, burst)
+		left, err := shop.remaining(ctx, b.coupon)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\n%s: %d concurrent POST %s (each claim holds the lock %v)\n", b.name, burst, b.path, hold)
+		printCounts(counts, sample)
+		fmt.Printf("  coupons left: %d of %d\n", left, stock)
+		if !b.check(counts) || left < 0 {
+			failed = append(failed, b.name)
+		}
+	}
+
+	shutdown, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil {
+		return err
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	_ = rdb.Del(ctx, shop.key("1"), shop.key("2")).Err()
+	if len(failed) > 0 {
+		fmt.Println("\nunexpected outcome in:", failed)
+		os.Exit(1)
+	}
+	return nil
+}
+
+// shop keeps coupon stock in Redis and claims with a read-pause-write, the
+// race the lock exists for.
+type shop struct {
+	rdb  *redis.Client
+	ns   string
+	hold time.Duration
+}
+
+func (s *shop) key(id string) string { return s.ns + "coupon:" + id + ":remaining" }
+
+func (s *shop) restock(ctx context.Context, id string) error {
+	return s.rdb.Set(ctx, s.key(id), stock, time.Hour).Err()
+}
+
+func (s *shop) remaining(ctx context.Context, id string) (int, error) {
+	return s.rdb.Get(ctx, s.key(id)).Int()
+}
+
+func (s *shop) claim(c *gin.Context) {
+	ctx := c.Request.Context() // carries the lock; cancelled if it is lost
+	id := c.Param("id")
+	n, err := s.remaining(ctx, id)
+	if err != nil {
+		c.JSON(http.StatusServiceUnavailable, gin.H{"error": "stock unavailable"})
+		return
+	}
+	if n <= 0 {
+		c.JSON(http.StatusGone, gin.H{"error": "sold out"})
+		return
+	}
+	select {
+	case <-time.After(s.hold): // the window in which a second claim would read the same n
+	case <-ctx.Done():
+		return // lock lost or client gone: write nothing, the middleware answers
+	}
+	if err := s.rdb.Set(ctx, s.key(id), n-1, time.Hour).Err(); err != nil {
+		c.JSON(http.StatusServiceUnavailable, gin.H{"error": "stock unavailable"})
+		return
+	}
+	l, _ := core.FromContext(ctx)
+	c.JSON(http.StatusOK, gin.H{"coupon": id, "left": n - 1, "fence": l.Fence()})
+}
+
+type sample struct{ retryAfter, body string }
+
+// fire sends n POSTs to url at once, counts the statuses and keeps one 409
+// response as a sample.
+func fire(c *http.Client, url string, n int) (map[string]int, sample) {
+	var mu sync.Mutex
+	counts := map[string]int{}
+	var conflict sample
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			<-start
+			status, s := post(c, url)
+			mu.Lock()
+			defer mu.Unlock()
+			counts[status]++
+			if status == "409 Conflict" {
+				conflict = s
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	return counts, conflict
+}
+
+func post(c *http.Client, url string) (string, sample) {
+	resp, err := c.Post(url, "", nil)
+	if err != nil {
+		return "error: " + err.Error(), sample{}
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.Status, sample{retryAfter: resp.Header.Get("Retry-After"), body: string(body)}
+}
+
+func printCounts(counts map[string]int, conflict sample) {
+	statuses := make([]string, 0, len(counts))
+	for s := range counts {
+		statuses = append(statuses, s)
+	}
+	sort.Strings(statuses)
+	for _, s := range statuses {
+		fmt.Printf("  %-14s x%d\n", s, counts[s])
+	}
+	if conflict.body != "" {
+		fmt.Printf("  a 409 response: Retry-After: %s, body %s\n", conflict.retryAfter, conflict.body)
+	}
+}

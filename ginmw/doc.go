@@ -1,0 +1,39 @@
+// Package ginmw guards gin routes with a distributed lock: one holder per
+// key at a time across every instance of a service.
+//
+//	r.POST("/coupons/:id/claim", ginmw.Lock(locker, ginmw.Template("coupon:{id}")), claim)
+//
+// Lock returns a gin.HandlerFunc. Put it in front of the handlers it
+// guards: in the route's handler list, or with Use on a group or the engine
+// (gin routes first, so c.Param works either way). Requests that match no
+// route (gin's 404/405 handlers also run engine-level middleware) pass
+// through unlocked. Mount gin.Recovery before it, so that a panicking
+// handler's lock is released before the panic is recovered.
+//
+// Template placeholders use braces, as in httpmw: "coupon:{id}" for the
+// route parameter :id.
+//
+// # What the handler sees
+//
+// The lock rides in c.Request.Context(): core.FromContext returns it and
+// core.FenceFromContext its fence. That context is cancelled when the lock
+// is lost mid-request, with context.Cause matching core.ErrLost. Use
+// c.Request.Context() (or set gin.Engine.ContextWithFallback, so that c
+// itself delegates to it) when calling code that must stop with the lock.
+// If the handler returns without having written a body, the client gets 409.
+//
+// The lock is released after the rest of the chain returns, also when it
+// panics or the client went away, with a context detached from the
+// request and a timeout of its own (WithReleaseTimeout).
+//
+// # Status codes
+//
+// As httpmw: 409 Conflict with Retry-After (contention, or a lock lost
+// before anything was written), 400 (invalid key), 503 (backend
+// unreachable, unless WithFailOpen), 504 (deadline while waiting), 500
+// (ErrMisconfigured), 499 (client gone while waiting). Responses abort the
+// chain with a small JSON body, {"error":"<code>","message":"<text>"},
+// that never contains the key or backend error text; the error is also
+// attached to c.Errors as a private gin error. WithErrorHandler replaces
+// the response.
+package ginmw

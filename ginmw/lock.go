@@ -1,0 +1,199 @@
+package ginmw
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/fencedlock/fencedlock/core"
+	"github.com/fencedlock/fencedlock/internal/guard"
+	"github.com/gin-gonic/gin"
+)
+
+// Lock returns a handler that runs the rest of the chain only while holding
+// the lock on key(c), and releases it when the chain returns:
+//
+//	r.POST("/coupons/:id/claim", ginmw.Lock(locker, ginmw.Template("coupon:{id}")), claim)
+//
+// It fails fast by default (409 when the key is held); see WithWait.
+func Lock(l core.Locker, key KeyFunc, opts ...Option) gin.HandlerFunc {
+	if key == nil {
+		panic("ginmw: Lock with a nil KeyFunc")
+	}
+	return newMiddleware("Lock", l, []KeyFunc{key}, opts)
+}
+
+// LockKeys is Lock over several keys, for routes that touch more than one
+// resource, such as "/transfer/:from/:to":
+//
+//	ginmw.LockKeys(locker, []ginmw.KeyFunc{
+//		ginmw.Template("account:{from}"), ginmw.Template("account:{to}"),
+//	})
+//
+// The keys are acquired in sorted order, so two requests locking the same
+// pair in opposite directions cannot deadlock; duplicates are locked once.
+// The chain runs when all are held and they are released together.
+func LockKeys(l core.Locker, keys []KeyFunc, opts ...Option) gin.HandlerFunc {
+	if len(keys) == 0 {
+		panic("ginmw: LockKeys with no KeyFunc")
+	}
+	for _, k := range keys {
+		if k == nil {
+			panic("ginmw: LockKeys with a nil KeyFunc")
+		}
+	}
+	return newMiddleware("LockKeys", l, append([]KeyFunc(nil), keys...), opts)
+}
+
+func newMiddleware(fn string, l core.Locker, keys []KeyFunc, opts []Option) gin.HandlerFunc {
+	if l == nil {
+		panic("ginmw: " + fn + " with a nil core.Locker")
+	}
+	m := &middleware{l: l, keys: keys, cfg: newConfig(opts)}
+	return m.handle
+}
+
+type middleware struct {
+	l    core.Locker
+	keys []KeyFunc
+	cfg  config
+}
+
+func (m *middleware) handle(c *gin.Context) {
+	route := c.FullPath()
+	if route == "" {
+		// No route matched: gin runs engine-level middleware for its
+		// 404/405 handlers too. There is nothing to guard.
+		c.Next()
+		return
+	}
+	p := m.cfg.policy
+	if p.Name == "" {
+		p.Name = route
+	}
+	var buf [2]string
+	keys := buf[:0]
+	for _, kf := range m.keys {
+		k, err := kf(c)
+		if err != nil {
+			m.fail(c, p.Name, guard.ClassifyKey(err))
+			return
+		}
+		keys = append(keys, k)
+	}
+
+	req := c.Request
+	h, res := guard.Acquire(req.Context(), m.l, keys, p)
+	switch res.Outcome {
+	case guard.Acquired:
+	case guard.FailedOpen:
+		m.log(req.Context(), slog.LevelWarn, "lock backend unavailable; running unlocked (WithFailOpen)", p.Name, res.Err)
+	default:
+		m.fail(c, p.Name, res)
+		return
+	}
+	// Deferred, so the locks are also released when a handler panics; the
+	// panic then goes on to gin.Recovery.
+	defer m.release(c, req, h, p.Name)
+
+	c.Request = req.WithContext(h.Context())
+	c.Next()
+	if err := h.Lost(); err != nil && !c.Writer.Written() {
+		m.fail(c, p.Name, guard.Result{Outcome: guard.Lost, Err: err})
+	}
+}
+
+func (m *middleware) release(c *gin.Context, req *http.Request, h *guard.Held, name string) {
+	c.Request = req
+	if err := h.Release(); err != nil {
+		m.log(req.Context(), slog.LevelWarn, "release failed; the lease expires on its own", name, err)
+	}
+}
+
+func (m *middleware) fail(c *gin.Context, name string, res guard.Result) {
+	switch res.Outcome {
+	case guard.Misconfigured:
+		m.log(c.Request.Context(), slog.LevelError, "cannot derive the lock key", name, res.Err)
+	case guard.Unavailable:
+		m.log(c.Request.Context(), slog.LevelWarn, "lock backend unavailable", name, res.Err)
+	case guard.Lost:
+		m.log(c.Request.Context(), slog.LevelWarn, "lock lost while the handler ran", name, res.Err)
+	}
+	e := newError(res)
+	_ = c.Error(e).SetType(gin.ErrorTypePrivate)
+	m.cfg.errorHandler(c, e)
+	// Whatever the error handler did, the guarded handlers must not run.
+	c.Abort()
+}
+
+func (m *middleware) log(ctx context.Context, level slog.Level, msg, name string, err error) {
+	lg := m.cfg.logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	if !lg.Enabled(ctx, level) {
+		return
+	}
+	lg.LogAttrs(context.WithoutCancel(ctx), level, "ginmw: "+msg, slog.String("lock", name), slog.Any("error", err))
+}
+
+// Error describes a response the middleware writes instead of (or, for a
+// lost lock, after) the handlers. Err is the cause, for logs and
+// errors.Is: core.ErrNotAcquired, core.ErrInvalidKey, core.ErrUnavailable,
+// core.ErrLost, ErrMisconfigured, context.DeadlineExceeded,
+// context.Canceled. It may contain backend error text: do not send it to
+// clients.
+type Error struct {
+	// Status is the HTTP status DefaultErrorHandler writes.
+	Status int
+	// Code names the failure for programs: "contended", "invalid_key",
+	// "unavailable", "timeout", "canceled", "lost" or "misconfigured".
+	Code string
+	// Message is a short client-safe text; it never contains the key or
+	// backend error text.
+	Message string
+	// RetryAfter is the lock holder's remaining lease when the key was held
+	// elsewhere (0 when unknown or not applicable).
+	RetryAfter time.Duration
+	// Err is the underlying error.
+	Err error
+
+	contended bool
+}
+
+func newError(res guard.Result) *Error {
+	return &Error{
+		Status:     res.Outcome.HTTPStatus(),
+		Code:       res.Outcome.String(),
+		Message:    res.Outcome.Message(),
+		RetryAfter: res.RetryAfter,
+		Err:        res.Err,
+		contended:  res.Outcome == guard.Contended,
+	}
+}
+
+func (e *Error) Error() string {
+	if e.Err == nil {
+		return "ginmw: " + e.Message
+	}
+	return "ginmw: " + e.Message + ": " + e.Err.Error()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrorHandler writes the response for an Error. The middleware aborts the
+// chain after it returns.
+type ErrorHandler func(c *gin.Context, e *Error)
+
+// DefaultErrorHandler aborts with e.Status and the JSON body
+// {"error": e.Code, "message": e.Message}, plus, when the key was held
+// elsewhere, a Retry-After header: the holder's remaining lease in whole
+// seconds, rounded up (at least 1).
+func DefaultErrorHandler(c *gin.Context, e *Error) {
+	if e.contended {
+		c.Header("Retry-After", strconv.Itoa(guard.RetryAfterSeconds(e.RetryAfter)))
+	}
+	c.AbortWithStatusJSON(e.Status, gin.H{"error": e.Code, "message": e.Message})
+}

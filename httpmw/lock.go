@@ -1,0 +1,191 @@
+package httpmw
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/fencedlock/fencedlock/core"
+	"github.com/fencedlock/fencedlock/internal/guard"
+)
+
+// Lock returns middleware that runs the handler only while holding the lock
+// on key(r), and releases it after the handler returns. Mount it per route,
+// after routing (see the package documentation):
+//
+//	mux.Handle("POST /coupons/{id}/claim", httpmw.Lock(locker, httpmw.Template("coupon:{id}"))(h))
+//
+// It fails fast by default (409 when the key is held); see WithWait.
+func Lock(l core.Locker, key KeyFunc, opts ...Option) func(http.Handler) http.Handler {
+	if key == nil {
+		panic("httpmw: Lock with a nil KeyFunc")
+	}
+	return newMiddleware("Lock", l, []KeyFunc{key}, opts)
+}
+
+// LockKeys is Lock over several keys, for routes that touch more than one
+// resource, such as "POST /transfer/{from}/{to}":
+//
+//	httpmw.LockKeys(locker, []httpmw.KeyFunc{
+//		httpmw.Template("account:{from}"), httpmw.Template("account:{to}"),
+//	})
+//
+// The keys are acquired in sorted order, so two requests locking the same
+// pair in opposite directions cannot deadlock; duplicates are locked once.
+// The handler runs when all are held and they are released together.
+func LockKeys(l core.Locker, keys []KeyFunc, opts ...Option) func(http.Handler) http.Handler {
+	if len(keys) == 0 {
+		panic("httpmw: LockKeys with no KeyFunc")
+	}
+	for _, k := range keys {
+		if k == nil {
+			panic("httpmw: LockKeys with a nil KeyFunc")
+		}
+	}
+	return newMiddleware("LockKeys", l, append([]KeyFunc(nil), keys...), opts)
+}
+
+func newMiddleware(fn string, l core.Locker, keys []KeyFunc, opts []Option) func(http.Handler) http.Handler {
+	if l == nil {
+		panic("httpmw: " + fn + " with a nil core.Locker")
+	}
+	cfg := newConfig(opts)
+	return func(next http.Handler) http.Handler {
+		if next == nil {
+			panic("httpmw: " + fn + " middleware applied to a nil http.Handler")
+		}
+		return &middleware{l: l, keys: keys, cfg: cfg, next: next}
+	}
+}
+
+type middleware struct {
+	l    core.Locker
+	keys []KeyFunc
+	cfg  config
+	next http.Handler
+}
+
+func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := m.cfg.policy
+	if p.Name == "" {
+		p.Name = r.Pattern
+	}
+	var buf [2]string
+	keys := buf[:0]
+	for _, kf := range m.keys {
+		k, err := kf(r)
+		if err != nil {
+			m.fail(w, r, p.Name, guard.ClassifyKey(err))
+			return
+		}
+		keys = append(keys, k)
+	}
+
+	h, res := guard.Acquire(r.Context(), m.l, keys, p)
+	switch res.Outcome {
+	case guard.Acquired:
+	case guard.FailedOpen:
+		m.log(r.Context(), slog.LevelWarn, "lock backend unavailable; running unlocked (WithFailOpen)", p.Name, res.Err)
+	default:
+		m.fail(w, r, p.Name, res)
+		return
+	}
+	// Deferred, so the locks are also released when the handler panics;
+	// the panic then continues to the server (http.ErrAbortHandler too).
+	defer m.release(h, r, p.Name)
+
+	rw := &responseWriter{ResponseWriter: w}
+	m.next.ServeHTTP(rw, r.WithContext(h.Context()))
+	if err := h.Lost(); err != nil && !rw.written {
+		m.fail(rw, r, p.Name, guard.Result{Outcome: guard.Lost, Err: err})
+	}
+}
+
+func (m *middleware) release(h *guard.Held, r *http.Request, name string) {
+	if err := h.Release(); err != nil {
+		m.log(r.Context(), slog.LevelWarn, "release failed; the lease expires on its own", name, err)
+	}
+}
+
+func (m *middleware) fail(w http.ResponseWriter, r *http.Request, name string, res guard.Result) {
+	switch res.Outcome {
+	case guard.Misconfigured:
+		m.log(r.Context(), slog.LevelError, "cannot derive the lock key", name, res.Err)
+	case guard.Unavailable:
+		m.log(r.Context(), slog.LevelWarn, "lock backend unavailable", name, res.Err)
+	case guard.Lost:
+		m.log(r.Context(), slog.LevelWarn, "lock lost while the handler ran", name, res.Err)
+	}
+	m.cfg.errorHandler(w, r, newError(res))
+}
+
+func (m *middleware) log(ctx context.Context, level slog.Level, msg, name string, err error) {
+	lg := m.cfg.logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	if !lg.Enabled(ctx, level) {
+		return
+	}
+	lg.LogAttrs(context.WithoutCancel(ctx), level, "httpmw: "+msg, slog.String("lock", name), slog.Any("error", err))
+}
+
+// Error describes a response the middleware writes instead of (or, for a
+// lost lock, after) the handler. Err is the cause, for logs and errors.Is:
+// core.ErrNotAcquired, core.ErrInvalidKey, core.ErrUnavailable,
+// core.ErrLost, ErrMisconfigured, context.DeadlineExceeded,
+// context.Canceled. It may contain backend error text: do not send it to
+// clients.
+type Error struct {
+	// Status is the HTTP status DefaultErrorHandler writes.
+	Status int
+	// Code names the failure for programs: "contended", "invalid_key",
+	// "unavailable", "timeout", "canceled", "lost" or "misconfigured".
+	Code string
+	// Message is a short client-safe text; it never contains the key or
+	// backend error text.
+	Message string
+	// RetryAfter is the lock holder's remaining lease when the key was held
+	// elsewhere (0 when unknown or not applicable).
+	RetryAfter time.Duration
+	// Err is the underlying error.
+	Err error
+
+	contended bool
+}
+
+func newError(res guard.Result) *Error {
+	return &Error{
+		Status:     res.Outcome.HTTPStatus(),
+		Code:       res.Outcome.String(),
+		Message:    res.Outcome.Message(),
+		RetryAfter: res.RetryAfter,
+		Err:        res.Err,
+		contended:  res.Outcome == guard.Contended,
+	}
+}
+
+func (e *Error) Error() string {
+	if e.Err == nil {
+		return "httpmw: " + e.Message
+	}
+	return "httpmw: " + e.Message + ": " + e.Err.Error()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrorHandler writes the response for an Error. It runs on the request's
+// goroutine; for a lost lock, after the handler returned without writing.
+type ErrorHandler func(w http.ResponseWriter, r *http.Request, e *Error)
+
+// DefaultErrorHandler answers e.Status with e.Message as plain text and,
+// when the key was held elsewhere, a Retry-After header: the holder's
+// remaining lease in whole seconds, rounded up (at least 1).
+func DefaultErrorHandler(w http.ResponseWriter, _ *http.Request, e *Error) {
+	if e.contended {
+		w.Header().Set("Retry-After", strconv.Itoa(guard.RetryAfterSeconds(e.RetryAfter)))
+	}
+	http.Error(w, e.Message, e.Status)
+}

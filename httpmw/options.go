@@ -1,0 +1,129 @@
+package httpmw
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/fencedlock/fencedlock/core"
+	"github.com/fencedlock/fencedlock/internal/guard"
+)
+
+// Option configures Lock and LockKeys. Invalid values panic when the option
+// is built or the middleware is, never at request time.
+type Option func(*config)
+
+type config struct {
+	policy       guard.Policy
+	errorHandler ErrorHandler
+	logger       *slog.Logger // nil: slog.Default() at log time
+}
+
+func newConfig(opts []Option) config {
+	c := config{errorHandler: DefaultErrorHandler}
+	for _, o := range opts {
+		if o == nil {
+			panic("httpmw: nil Option")
+		}
+		o(&c)
+	}
+	if err := c.policy.Validate(); err != nil {
+		panic("httpmw: " + err.Error())
+	}
+	return c
+}
+
+// WithTTL sets the lease length (default: the Locker's, core.DefaultTTL).
+// Without WithAutoRefresh, a handler running longer than the TTL loses the
+// lock.
+func WithTTL(d time.Duration) Option {
+	if d <= 0 {
+		panic("httpmw: WithTTL needs a positive duration")
+	}
+	return func(c *config) { c.policy.TTL = d }
+}
+
+// WithWait makes a request wait up to d for a held lock before answering
+// 409. The default, and WithWait(0), is to fail fast. The request's own
+// deadline still wins (504).
+func WithWait(d time.Duration) Option {
+	if d < 0 {
+		panic("httpmw: WithWait needs a duration >= 0")
+	}
+	return func(c *config) { c.policy.Wait = d }
+}
+
+// WithAutoRefresh renews the lease while the handler runs, every interval
+// (default: a tenth of the TTL). Use it for handlers that may outlast the
+// TTL; bound them with WithMaxHold.
+func WithAutoRefresh(interval ...time.Duration) Option {
+	if len(interval) > 1 {
+		panic("httpmw: WithAutoRefresh takes at most one interval")
+	}
+	var every time.Duration
+	if len(interval) == 1 {
+		if every = interval[0]; every <= 0 {
+			panic("httpmw: WithAutoRefresh needs a positive interval")
+		}
+	}
+	return func(c *config) { c.policy.AutoRefresh, c.policy.RefreshEvery = true, every }
+}
+
+// WithMaxHold caps how long auto-refresh keeps the lock; after it the lock
+// is lost and the request context cancelled, so a hung handler cannot hold
+// a key forever.
+func WithMaxHold(d time.Duration) Option {
+	if d <= 0 {
+		panic("httpmw: WithMaxHold needs a positive duration")
+	}
+	return func(c *config) { c.policy.MaxHold = d }
+}
+
+// WithFailOpen runs the handler without the lock when the lock backend is
+// unreachable, instead of answering 503. The handler then finds no lock in
+// its context (core.FromContext reports false). Only for routes where a
+// duplicate is cheaper than an outage.
+func WithFailOpen() Option { return func(c *config) { c.policy.FailOpen = true } }
+
+// WithErrorHandler replaces DefaultErrorHandler for the responses the
+// middleware writes itself.
+func WithErrorHandler(h ErrorHandler) Option {
+	if h == nil {
+		panic("httpmw: WithErrorHandler with a nil handler")
+	}
+	return func(c *config) { c.errorHandler = h }
+}
+
+// WithName sets the low-cardinality lock name telemetry sees. The default
+// is the route pattern (r.Pattern, such as "POST /coupons/{id}/claim"),
+// never the raw path.
+func WithName(name string) Option { return func(c *config) { c.policy.Name = name } }
+
+// WithReleaseTimeout bounds the release after the handler returns, which
+// runs on a context detached from the request (default 2s).
+func WithReleaseTimeout(d time.Duration) Option {
+	if d <= 0 {
+		panic("httpmw: WithReleaseTimeout needs a positive duration")
+	}
+	return func(c *config) { c.policy.ReleaseTimeout = d }
+}
+
+// WithLockOptions passes core options (core.WithPrefix, core.WithObserver,
+// ...) to every acquisition, after the ones the other options imply.
+func WithLockOptions(opts ...core.Option) Option {
+	for _, o := range opts {
+		if o == nil {
+			panic("httpmw: WithLockOptions with a nil core.Option")
+		}
+	}
+	return func(c *config) { c.policy.Options = append(c.policy.Options, opts...) }
+}
+
+// WithLogger sets where the middleware reports what no response shows:
+// misconfiguration, an unreachable backend, lost locks and failed releases
+// (default slog.Default()). Records carry the lock name, never the key.
+func WithLogger(l *slog.Logger) Option {
+	if l == nil {
+		panic("httpmw: WithLogger with a nil logger")
+	}
+	return func(c *config) { c.logger = l }
+}
