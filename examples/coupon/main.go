@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/fencedlock/fencedlock/otel/oteldemo"
 	"log"
 	"os"
 	"slices"
@@ -33,7 +34,12 @@ func main() {
 	instances := flag.Int("instances", 8, "simulated service instances, each with its own Redis client")
 	claims := flag.Int("claims", 5, "claims attempted by each instance")
 	pause := flag.Duration("pause", 2*time.Millisecond, "pause between reading and writing the count")
+	otelMode := flag.String("otel", "off", "telemetry: off, or stdout to print spans and metrics")
 	flag.Parse()
+	tel, err := oteldemo.Setup(*otelMode, os.Stdout)
+	if err != nil {
+		log.Fatal(err)
+	}
 	if *instances < 1 || *claims < 1 {
 		log.Fatal("coupon: -instances and -claims must be at least 1")
 	}
@@ -49,7 +55,7 @@ func main() {
 	} else {
 		fmt.Println("redis:", *addr)
 	}
-	run := &race{addr: *addr, instances: *instances, claims: *claims, pause: *pause}
+	run := &race{addr: *addr, instances: *instances, claims: *claims, pause: *pause, obs: tel.Observer()}
 	ctx := context.Background()
 
 	without, err := run.once(ctx, false)
@@ -61,6 +67,9 @@ func main() {
 		log.Fatal(err)
 	}
 
+	if err := tel.Shutdown(ctx); err != nil { // prints the metrics with -otel stdout
+		log.Print(err)
+	}
 	fmt.Printf("\n%d instances x %d claims, %d coupons, %v between read and write\n", *instances, *claims, coupons, *pause)
 	fmt.Printf("%-22s %10s\n", "acquire latency p50", with.p(50))
 	fmt.Printf("%-22s %10s\n", "acquire latency p99", with.p(99))
@@ -79,6 +88,7 @@ type race struct {
 	instances int
 	claims    int
 	pause     time.Duration
+	obs       core.Observer
 }
 
 type result struct {
@@ -102,15 +112,15 @@ func (r *result) p(q int) time.Duration {
 
 // counter counts contended acquisitions through core's observer hooks.
 type counter struct {
-	core.NopObserver
-	res *result
+	core.Observer // the -otel one, or a no-op
+	res           *result
 }
 
-func (c counter) AcquireEnd(_ context.Context, e core.AcquireEndEvent) any {
+func (c counter) AcquireEnd(ctx context.Context, e core.AcquireEndEvent) any {
 	if e.Contended {
 		c.res.contended.Add(1)
 	}
-	return nil
+	return c.Observer.AcquireEnd(ctx, e)
 }
 
 func (r *race) once(ctx context.Context, locked bool) (*result, error) {
@@ -130,7 +140,7 @@ func (r *race) once(ctx context.Context, locked bool) (*result, error) {
 			// and its own lock client.
 			rdb := redis.NewClient(&redis.Options{Addr: r.addr})
 			defer rdb.Close()
-			locker := core.New(rdb, core.WithTTL(5*time.Second), core.WithObserver(counter{res: res}))
+			locker := core.New(rdb, core.WithTTL(5*time.Second), core.WithObserver(counter{Observer: r.obs, res: res}))
 			defer locker.Close()
 			for range r.claims {
 				if err := r.claim(ctx, rdb, locker, locked, res); err != nil {

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/fencedlock/fencedlock/otel/oteldemo"
 	"io"
 	"log"
 	"net"
@@ -42,13 +43,19 @@ func main() {
 	addr := flag.String("redis", "", "Redis address (host:port); empty runs an embedded miniredis")
 	burst := flag.Int("burst", 20, "concurrent claims per burst")
 	hold := flag.Duration("hold", 100*time.Millisecond, "how long each claim works while holding the lock")
+	otelMode := flag.String("otel", "off", "telemetry: off, or stdout to print spans and metrics")
 	flag.Parse()
-	if err := run(*addr, *burst, *hold); err != nil {
+	tel, err := oteldemo.Setup(*otelMode, os.Stdout)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background()) // prints the metrics at exit
+	if err := run(*addr, *burst, *hold, tel.Observer()); err != nil {
 		log.Fatal("ginserver: ", err)
 	}
 }
 
-func run(addr string, burst int, hold time.Duration) error {
+func run(addr string, burst int, hold time.Duration, obs core.Observer) error {
 	if addr == "" {
 		mr, err := miniredis.Run()
 		if err != nil {
@@ -64,7 +71,7 @@ func run(addr string, burst int, hold time.Duration) error {
 	defer rdb.Close()
 	ctx := context.Background()
 	ns := fmt.Sprintf("ginserver:%d:", time.Now().UnixNano()) // leaves a shared Redis alone
-	locker := core.New(rdb, core.WithPrefix(ns+"lock:"))
+	locker := core.New(rdb, core.WithPrefix(ns+"lock:"), core.WithObserver(obs))
 	defer locker.Close()
 
 	gin.SetMode(gin.ReleaseMode)

@@ -14,8 +14,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/fencedlock/fencedlock/otel/oteldemo"
 	"log"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -34,14 +36,20 @@ import (
 func main() {
 	redisAddr := flag.String("redis", "", "Redis address (default: an embedded miniredis)")
 	payers := flag.Int("payers", 4, "concurrent Pay calls for the same order")
+	otelMode := flag.String("otel", "off", "telemetry: off, or stdout to print spans and metrics")
 	flag.Parse()
+	tel, err := oteldemo.Setup(*otelMode, os.Stdout)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background()) // prints the metrics at exit
 	log.SetFlags(0)
-	if err := run(*redisAddr, *payers); err != nil {
+	if err := run(*redisAddr, *payers, tel.Observer()); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(redisAddr string, payers int) error {
+func run(redisAddr string, payers int, obs core.Observer) error {
 	where := "real Redis at " + redisAddr
 	if redisAddr == "" {
 		mr, err := miniredis.Run()
@@ -56,7 +64,7 @@ func run(redisAddr string, payers int) error {
 	if err := rdb.Ping(context.Background()).Err(); err != nil {
 		return fmt.Errorf("redis at %s: %w", redisAddr, err)
 	}
-	locker := core.New(rdb)
+	locker := core.New(rdb, core.WithObserver(obs))
 	defer locker.Close()
 
 	// The server: Pay is locked per order. The interceptor fails fast

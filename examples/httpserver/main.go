@@ -20,6 +20,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/fencedlock/fencedlock/otel/oteldemo"
 	"io"
 	"log"
 	"net"
@@ -42,13 +43,19 @@ func main() {
 	addr := flag.String("redis", "", "Redis address (host:port); empty runs an embedded miniredis")
 	burst := flag.Int("burst", 20, "concurrent claims per burst")
 	hold := flag.Duration("hold", 100*time.Millisecond, "how long each claim works while holding the lock")
+	otelMode := flag.String("otel", "off", "telemetry: off, or stdout to print spans and metrics")
 	flag.Parse()
-	if err := run(*addr, *burst, *hold); err != nil {
+	tel, err := oteldemo.Setup(*otelMode, os.Stdout)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background()) // prints the metrics at exit
+	if err := run(*addr, *burst, *hold, tel.Observer()); err != nil {
 		log.Fatal("httpserver: ", err)
 	}
 }
 
-func run(addr string, burst int, hold time.Duration) error {
+func run(addr string, burst int, hold time.Duration, obs core.Observer) error {
 	if addr == "" {
 		mr, err := miniredis.Run()
 		if err != nil {
@@ -65,7 +72,7 @@ func run(addr string, burst int, hold time.Duration) error {
 	ctx := context.Background()
 	// A run-specific namespace, so a shared real Redis is left alone.
 	ns := fmt.Sprintf("httpserver:%d:", time.Now().UnixNano())
-	locker := core.New(rdb, core.WithPrefix(ns+"lock:"))
+	locker := core.New(rdb, core.WithPrefix(ns+"lock:"), core.WithObserver(obs))
 	defer locker.Close()
 
 	shop := &shop{rdb: rdb, ns: ns, hold: hold}
