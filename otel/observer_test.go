@@ -285,10 +285,17 @@ func TestObserver_Lost_keyDeleted(t *testing.T) {
 		if len(events) < 2 {
 			t.Fatalf("events %v, want refresh... then lost", eventNames(hold))
 		}
-		for _, ev := range events[:len(events)-1] {
+		// Renewals that worked, then the one that found the token gone
+		// (core reports it before the loss it reveals), then the loss.
+		for _, ev := range events[:len(events)-2] {
 			if ev.Name != "refresh" || len(ev.Attributes) != 1 || ev.Attributes[0] != attribute.Bool("lock.refresh.auto", true) {
 				t.Errorf("event %s %v, want refresh{lock.refresh.auto=true}", ev.Name, ev.Attributes)
 			}
+		}
+		if failed := events[len(events)-2]; failed.Name != "refresh" || !slices.Equal(failed.Attributes, []attribute.KeyValue{
+			attribute.Bool("lock.refresh.auto", true), attribute.String("error.type", "not_held"),
+		}) {
+			t.Errorf("event %s %v, want refresh{lock.refresh.auto=true, error.type=not_held}", failed.Name, failed.Attributes)
 		}
 		lost := events[len(events)-1]
 		if lost.Name != "lost" || !slices.Equal(lost.Attributes, []attribute.KeyValue{
