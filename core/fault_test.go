@@ -33,9 +33,6 @@ func TestLock_lost_partitionedHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lostAt := make(chan time.Time, 1)
-	go func() { <-l.Done(); lostAt <- time.Now() }()
-
 	time.Sleep(2 * ttl) // renewals work while connected
 	if l.Err() != nil {
 		t.Fatalf("lost while connected: %v", l.Err())
@@ -46,16 +43,13 @@ func TestLock_lost_partitionedHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acquiredAt := time.Now()
 	defer l2.Release(ctx)
-	var lost time.Time
+	// Checked the moment the new holder has the lock: the partitioned
+	// holder's Done must already be closed.
 	select {
-	case lost = <-lostAt:
+	case <-l.Done():
 	default:
 		t.Fatal("another client acquired while the partitioned holder still believed it held the lock")
-	}
-	if lost.After(acquiredAt) {
-		t.Fatalf("holder learned of the loss %v after the new holder acquired", lost.Sub(acquiredAt))
 	}
 	if !errors.Is(l.Err(), core.ErrLost) {
 		t.Fatalf("Err = %v", l.Err())
@@ -63,7 +57,6 @@ func TestLock_lost_partitionedHolder(t *testing.T) {
 	if l2.Fence() <= l.Fence() {
 		t.Fatalf("fence went from %d to %d", l.Fence(), l2.Fence())
 	}
-	t.Logf("holder told %v before the new holder acquired", acquiredAt.Sub(lost))
 }
 
 // TestLock_lost_negativeControl shows why the loss notice matters: a holder
