@@ -401,10 +401,13 @@ func (c *Client) contend(ctx context.Context, key string, keys Keys, cfg *config
 			return nil, *st, ErrClosed
 		}
 		t.Stop()
-		if woken && lostRaces > 0 {
-			// Other processes woke too and won before: spread out so one
-			// release does not start a herd of attempts that all fail.
-			j := time.Duration(rand.Int64N(int64(min(lostRaces, 4)) * int64(500*time.Microsecond)))
+		if woken {
+			// Every process waiting on the key got the same notice, in the
+			// order the server keeps its subscribers: without a random
+			// spread the first subscriber would win every time. The spread
+			// shrinks with the races this waiter already lost, so the
+			// longest-waiting process tends to go first.
+			j := time.Duration(rand.Int64N(int64(noticeSpread) / int64(1+lostRaces)))
 			if err := sleepCtx(ctx, j); err != nil {
 				return nil, *st, notAcquired(g.HolderTTL, st.attempts, err)
 			}
@@ -697,6 +700,10 @@ type grantMsg struct {
 // yieldDelay is how long a local waiter stands back after a release that
 // notified remote waiters; it covers their notice and one round trip.
 const yieldDelay = time.Millisecond
+
+// noticeSpread is the window over which waiters woken by one release notice
+// spread their next attempt (scaled down by how often each already lost).
+const noticeSpread = time.Millisecond
 
 func (q *keyQueue) pop() *waiter {
 	w := q.waiters[0]

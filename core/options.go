@@ -9,7 +9,7 @@ import (
 const (
 	DefaultTTL            = 10 * time.Second
 	DefaultPrefix         = "lock:"
-	DefaultHandoffLimit   = 16
+	DefaultHandoffLimit   = 8
 	DefaultReleaseTimeout = 2 * time.Second
 	// MaxKeyLen bounds the caller's key in bytes. Longer keys are rejected
 	// with ErrInvalidKey; keys above hashKeyLen are stored hashed.
