@@ -11,9 +11,12 @@ import (
 	"time"
 
 	"github.com/fencedlock/fencedlock/core"
+	"github.com/fencedlock/fencedlock/core/etcdlock"
 	"github.com/fencedlock/fencedlock/core/locktest"
+	"github.com/fencedlock/fencedlock/internal/etcdtest"
 	"github.com/fencedlock/fencedlock/internal/redistest"
 	"github.com/redis/go-redis/v9"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 )
 
@@ -25,7 +28,8 @@ type fixture struct {
 	name   string
 	store  *locktest.Store // memory backend
 	srv    *redistest.Server
-	rdb    *redis.Client // redis backend: a plain client for checks
+	rdb    *redis.Client    // redis backend: a plain client for checks
+	etcd   *clientv3.Client // etcd backend: proves the adapter is backend-agnostic
 	prefix string
 }
 
@@ -38,6 +42,10 @@ func forEachBackend(t *testing.T, f func(t *testing.T, fx *fixture)) {
 	t.Run("redis", func(t *testing.T) {
 		srv := redistest.Start(t)
 		f(t, &fixture{t: t, name: "redis", srv: srv, rdb: srv.Client(t), prefix: core.DefaultPrefix})
+	})
+	t.Run("etcd", func(t *testing.T) {
+		cl := etcdtest.Start(t)
+		f(t, &fixture{t: t, name: "etcd", etcd: cl.Client(t), prefix: core.DefaultPrefix})
 	})
 }
 
@@ -52,9 +60,15 @@ func redisFixture(t testing.TB) *fixture {
 // closed when the test ends.
 func (fx *fixture) client(opts ...core.Option) *core.Client {
 	var c *core.Client
-	if fx.store != nil {
+	switch {
+	case fx.store != nil:
 		c = fx.store.Client(opts...)
-	} else {
+	case fx.etcd != nil:
+		var err error
+		if c, err = etcdlock.New(fx.etcd, opts...); err != nil {
+			fx.t.Fatalf("etcdlock.New: %v", err)
+		}
+	default:
 		c = core.New(fx.srv.Client(fx.t), opts...)
 	}
 	fx.t.Cleanup(func() { _ = c.Close() })
@@ -66,6 +80,21 @@ func (fx *fixture) held(key string) bool {
 	fx.t.Helper()
 	if fx.store != nil {
 		return fx.store.Held(fx.prefix, key)
+	}
+	if fx.etcd != nil {
+		// The holder is the first entry of the key's queue; expired
+		// entries are deleted one round trip after their TTL.
+		deadline := time.Now().Add(500 * time.Millisecond)
+		for {
+			resp, err := fx.etcd.Get(context.Background(), etcdlock.QueuePrefix(fx.prefix, key), clientv3.WithPrefix(), clientv3.WithCountOnly())
+			if err != nil {
+				fx.t.Fatalf("etcd get: %v", err)
+			}
+			if resp.Count == 0 || time.Now().After(deadline) {
+				return resp.Count > 0
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	n, err := fx.rdb.Exists(context.Background(), core.KeysFor(fx.prefix, key).Lock).Result()
 	if err != nil {
@@ -79,6 +108,12 @@ func (fx *fixture) expire(key string) {
 	fx.t.Helper()
 	if fx.store != nil {
 		fx.store.Expire(fx.prefix, key)
+		return
+	}
+	if fx.etcd != nil {
+		if _, err := fx.etcd.Delete(context.Background(), etcdlock.QueuePrefix(fx.prefix, key), clientv3.WithPrefix()); err != nil {
+			fx.t.Fatalf("etcd delete: %v", err)
+		}
 		return
 	}
 	if err := fx.rdb.Del(context.Background(), core.KeysFor(fx.prefix, key).Lock).Err(); err != nil {
