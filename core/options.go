@@ -161,7 +161,6 @@ func WithReleaseTimeout(d time.Duration) Option {
 	}
 }
 
-
 func (c *config) renewEvery() time.Duration {
 	if c.refreshEvery > 0 {
 		return c.refreshEvery

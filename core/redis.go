@@ -19,11 +19,14 @@ var (
 	releaseSrc string
 	//go:embed scripts/refresh.lua
 	refreshSrc string
+	//go:embed scripts/raise.lua
+	raiseSrc string
 
 	acquireScript = redis.NewScript(acquireSrc)
 	handoffScript = redis.NewScript(handoffSrc)
 	releaseScript = redis.NewScript(releaseSrc)
 	refreshScript = redis.NewScript(refreshSrc)
+	raiseScript   = redis.NewScript(raiseSrc)
 )
 
 // fenceCounterTTL is how long a fence counter outlives the last acquisition
@@ -47,6 +50,11 @@ type redisBackend struct {
 	rdb     redis.UniversalClient
 	sharded bool
 	subs    *subscriber
+
+	// WithReplicaAck (replica.go): WAIT for this many replicas after every
+	// write that grants or extends a lease.
+	ackReplicas int
+	ackTimeout  time.Duration
 }
 
 // NewRedisBackend returns the Backend for one Redis deployment: a standalone
@@ -82,6 +90,9 @@ func fenceTTL(ttl time.Duration) int64 {
 }
 
 func (b *redisBackend) Acquire(ctx context.Context, keys Keys, token string, ttl time.Duration) (Grant, error) {
+	if b.ackReplicas > 0 {
+		return b.acquireAcked(ctx, keys, token, ttl)
+	}
 	res, err := acquireScript.Run(ctx, b.rdb, []string{keys.Lock, keys.Fence}, token, ms(ttl), fenceTTL(ttl)).Int64Slice()
 	if err != nil {
 		return Grant{}, redisErr(ctx, err)
@@ -90,6 +101,9 @@ func (b *redisBackend) Acquire(ctx context.Context, keys Keys, token string, ttl
 }
 
 func (b *redisBackend) Handoff(ctx context.Context, keys Keys, from, to string, ttl time.Duration) (Grant, error) {
+	if b.ackReplicas > 0 {
+		return b.handoffAcked(ctx, keys, from, to, ttl)
+	}
 	res, err := handoffScript.Run(ctx, b.rdb, []string{keys.Lock, keys.Fence}, from, to, ms(ttl), fenceTTL(ttl)).Int64Slice()
 	if err != nil {
 		return Grant{}, redisErr(ctx, err)
@@ -146,6 +160,9 @@ func (b *redisBackend) ReleaseWaiters(ctx context.Context, keys Keys, token stri
 }
 
 func (b *redisBackend) Refresh(ctx context.Context, reqs []RefreshRequest) []error {
+	if b.ackReplicas > 0 {
+		return b.refreshAcked(ctx, reqs)
+	}
 	errs := make([]error, len(reqs))
 	if len(reqs) == 1 {
 		r := reqs[0]

@@ -127,6 +127,16 @@ func (r *renewer) renewDue() {
 	for i, l := range batch {
 		reqs[i] = RefreshRequest{Keys: l.keys, Token: l.token, TTL: l.TTL()}
 	}
+	// A renewal is useful until the earliest validity deadline in the batch:
+	// a slow one that still lands before it keeps the locks (and counts from
+	// when it was sent), so bound the call by that, not by the interval.
+	earliest := time.Duration(-1)
+	for _, l := range batch {
+		if d := time.Until(l.Deadline()); earliest < 0 || d < earliest {
+			earliest = d
+		}
+	}
+	timeout = max(timeout, earliest)
 	ctx, cancel := context.WithTimeout(context.Background(), max(timeout, 20*time.Millisecond))
 	sent := time.Now()
 	errs := r.c.b.Refresh(ctx, reqs)

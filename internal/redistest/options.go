@@ -22,6 +22,9 @@ type Option func(*config)
 type config struct {
 	args         []string
 	startTimeout time.Duration
+	// confFile, when set, is passed first (redis-server reads a config file
+	// only as its first argument); Sentinel needs one it can rewrite.
+	confFile string
 }
 
 func newConfig(opts []Option) config {

@@ -226,6 +226,9 @@ func (s *Server) launch() error {
 		"--daemonize", "no",
 	}
 	args = append(args, s.cfg.args...)
+	if s.cfg.confFile != "" {
+		args = append([]string{s.cfg.confFile}, args...)
+	}
 
 	mark := fmt.Sprintf("--- redistest: starting on port %d ---\n", s.port)
 	_, _ = io.WriteString(s.out, mark)

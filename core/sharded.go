@@ -1,0 +1,180 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// NewSharded returns a Client that spreads keys over independent Redis
+// deployments (shards) by rendezvous hashing on the key, so that many hot
+// keys do not share one server. Each key lives on exactly one shard, with
+// the same guarantees as New on that shard. Options set the defaults for
+// every acquisition, as for New. The Client does not close the shards.
+//
+// A shard's position in the slice is its identity: add shards at the end.
+// Adding one moves about 1/(N+1) of the keys, all of them to the new shard;
+// removing or reordering shards moves more. During a change, processes on
+// the old and the new list disagree about where a moved key lives, and a
+// lock held on its old shard does not stop a grant on the new one (see the
+// README's topologies section). Use NewShardedBackend to name shards.
+func NewSharded(shards []redis.UniversalClient, opts ...Option) *Client {
+	ss := make([]Shard, len(shards))
+	for i, rdb := range shards {
+		if rdb == nil {
+			panic("core: NewSharded with a nil redis client")
+		}
+		ss[i] = Shard{Name: strconv.Itoa(i), Backend: NewRedisBackend(rdb)}
+	}
+	return NewWithBackend(NewShardedBackend(ss...), opts...)
+}
+
+// Shard is one member of a sharded backend.
+type Shard struct {
+	// Name identifies the shard in the hash: keys stay where they are as
+	// long as their shard keeps its name, whatever the order of the list.
+	Name    string
+	Backend Backend
+}
+
+// NewShardedBackend returns the Backend behind NewSharded over named
+// shards (any Backend: a Redis deployment, a Redlock set). It panics on an
+// empty list, a nil backend, or an empty or repeated name. Close closes
+// every shard's backend.
+func NewShardedBackend(shards ...Shard) Backend {
+	if len(shards) == 0 {
+		panic("core: NewShardedBackend with no shards")
+	}
+	b := &shardedBackend{shards: make([]Shard, len(shards)), seeds: make([]uint64, len(shards))}
+	seen := make(map[string]bool)
+	for i, s := range shards {
+		if s.Backend == nil || s.Name == "" || seen[s.Name] {
+			panic("core: NewShardedBackend: every shard needs a backend and a unique, non-empty name")
+		}
+		seen[s.Name] = true
+		b.shards[i] = s
+		b.seeds[i] = fnv64(s.Name)
+	}
+	return b
+}
+
+type shardedBackend struct {
+	shards []Shard
+	seeds  []uint64 // hash of each shard's name
+}
+
+var _ remoteWaiters = (*shardedBackend)(nil)
+
+func (b *shardedBackend) Name() string { return "sharded" }
+
+// hashTag is the part of a backend key between its first '{' and the next
+// '}': the escaped or hashed user key (see backendKeys), without the
+// prefix, so that a key maps to the same shard under every prefix.
+func hashTag(k string) string {
+	if i := strings.IndexByte(k, '{'); i >= 0 {
+		if j := strings.IndexByte(k[i+1:], '}'); j > 0 {
+			return k[i+1 : i+1+j]
+		}
+	}
+	return k
+}
+
+// rendezvous picks, for tag, the shard with the highest score: a shard
+// that joins takes over exactly the keys it scores highest on, and the
+// other keys stay where they were.
+func rendezvous(seeds []uint64, tag string) int {
+	h := fnv64(tag)
+	best, bestScore := 0, uint64(0)
+	for i, s := range seeds {
+		if sc := mix64(h ^ mix64(s)); i == 0 || sc > bestScore {
+			best, bestScore = i, sc
+		}
+	}
+	return best
+}
+
+// fnv64 is 64-bit FNV-1a.
+func fnv64(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// mix64 is the SplitMix64 finalizer: FNV alone scores similar strings too
+// alike for a fair spread.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+func (b *shardedBackend) shard(keys Keys) Backend {
+	return b.shards[rendezvous(b.seeds, hashTag(keys.Lock))].Backend
+}
+
+func (b *shardedBackend) Acquire(ctx context.Context, keys Keys, token string, ttl time.Duration) (Grant, error) {
+	return b.shard(keys).Acquire(ctx, keys, token, ttl)
+}
+
+func (b *shardedBackend) Handoff(ctx context.Context, keys Keys, from, to string, ttl time.Duration) (Grant, error) {
+	return b.shard(keys).Handoff(ctx, keys, from, to, ttl)
+}
+
+func (b *shardedBackend) Release(ctx context.Context, keys Keys, token string) error {
+	return b.shard(keys).Release(ctx, keys, token)
+}
+
+func (b *shardedBackend) ReleaseWaiters(ctx context.Context, keys Keys, token string) (bool, error) {
+	s := b.shard(keys)
+	if rw, ok := s.(remoteWaiters); ok {
+		return rw.ReleaseWaiters(ctx, keys, token)
+	}
+	return false, s.Release(ctx, keys, token)
+}
+
+// Refresh sends each shard its part of the batch, all shards at once.
+func (b *shardedBackend) Refresh(ctx context.Context, reqs []RefreshRequest) []error {
+	errs := make([]error, len(reqs))
+	parts := make(map[int][]int)
+	for i, r := range reqs {
+		s := rendezvous(b.seeds, hashTag(r.Keys.Lock))
+		parts[s] = append(parts[s], i)
+	}
+	var wg sync.WaitGroup
+	for s, idx := range parts {
+		wg.Go(func() {
+			sub := make([]RefreshRequest, len(idx))
+			for j, i := range idx {
+				sub[j] = reqs[i]
+			}
+			for j, err := range b.shards[s].Backend.Refresh(ctx, sub) {
+				errs[idx[j]] = err
+			}
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+func (b *shardedBackend) Subscribe(ctx context.Context, keys Keys, notify func()) (func(), error) {
+	return b.shard(keys).Subscribe(ctx, keys, notify)
+}
+
+func (b *shardedBackend) Close() error {
+	var errs []error
+	for _, s := range b.shards {
+		errs = append(errs, s.Backend.Close())
+	}
+	return errors.Join(errs...)
+}

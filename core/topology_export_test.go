@@ -1,0 +1,17 @@
+package core
+
+// Test-only access to internals of the topology backends.
+
+// RedlockWithoutRaise turns off the raising of lagging fence counters: the
+// negative control for the cross-node fence test.
+func RedlockWithoutRaise() RedlockOption { return func(b *redlockBackend) { b.noRaise = true } }
+
+// ShardOf returns the index of the shard, among shards with these names,
+// that holds key under the default prefix.
+func ShardOf(names []string, key string) int {
+	seeds := make([]uint64, len(names))
+	for i, n := range names {
+		seeds[i] = fnv64(n)
+	}
+	return rendezvous(seeds, hashTag(KeysFor(DefaultPrefix, key).Lock))
+}
