@@ -15,6 +15,12 @@ import (
 // at call time.
 type Option func(*config)
 
+const pkgName = "grpcmw"
+
+// policy adapts a shared guard setter (validated there once for all the
+// adapters) to this package's Option.
+func policy(set func(*guard.Policy)) Option { return func(c *config) { set(&c.policy) } }
+
 type config struct {
 	policy       guard.Policy
 	errorHandler ErrorHandler
@@ -51,22 +57,12 @@ func (c *config) selects(method string) bool {
 // WithTTL sets the lease length (default: the Locker's, core.DefaultTTL).
 // Without auto-refresh, a handler running longer than the TTL loses the
 // lock and the call ends Aborted.
-func WithTTL(d time.Duration) Option {
-	if d <= 0 {
-		panic("grpcmw: WithTTL needs a positive duration")
-	}
-	return func(c *config) { c.policy.TTL = d }
-}
+func WithTTL(d time.Duration) Option { return policy(guard.SetTTL(pkgName, d)) }
 
 // WithWait makes a call wait up to d for a held lock before ending
 // Aborted. The default, and WithWait(0), is to fail fast. The call's own
 // deadline still wins (DeadlineExceeded).
-func WithWait(d time.Duration) Option {
-	if d < 0 {
-		panic("grpcmw: WithWait needs a duration >= 0")
-	}
-	return func(c *config) { c.policy.Wait = d }
-}
+func WithWait(d time.Duration) Option { return policy(guard.SetWait(pkgName, d)) }
 
 // WithAutoRefresh renews the lease while the handler runs, every interval
 // (default: a tenth of the TTL). Stream interceptors renew by default; this
@@ -74,33 +70,19 @@ func WithWait(d time.Duration) Option {
 // holders with WithMaxHold. To turn the stream default off, pass
 // WithLockOptions(core.WithoutAutoRefresh()).
 func WithAutoRefresh(interval ...time.Duration) Option {
-	if len(interval) > 1 {
-		panic("grpcmw: WithAutoRefresh takes at most one interval")
-	}
-	var every time.Duration
-	if len(interval) == 1 {
-		if every = interval[0]; every <= 0 {
-			panic("grpcmw: WithAutoRefresh needs a positive interval")
-		}
-	}
-	return func(c *config) { c.policy.AutoRefresh, c.policy.RefreshEvery = true, every }
+	return policy(guard.SetAutoRefresh(pkgName, interval))
 }
 
 // WithMaxHold caps how long auto-refresh keeps the lock; after it the lock
 // is lost, the handler's context cancelled and the call ends Aborted, so a
 // hung handler or an endless stream cannot hold a key forever.
-func WithMaxHold(d time.Duration) Option {
-	if d <= 0 {
-		panic("grpcmw: WithMaxHold needs a positive duration")
-	}
-	return func(c *config) { c.policy.MaxHold = d }
-}
+func WithMaxHold(d time.Duration) Option { return policy(guard.SetMaxHold(pkgName, d)) }
 
 // WithFailOpen runs the handler without the lock when the lock backend is
 // unreachable, instead of ending the call Unavailable. The handler then
 // finds no lock in its context (core.FromContext reports false). Only for
 // methods where a duplicate is cheaper than an outage.
-func WithFailOpen() Option { return func(c *config) { c.policy.FailOpen = true } }
+func WithFailOpen() Option { return policy(guard.SetFailOpen()) }
 
 // WithErrorHandler replaces DefaultErrorHandler, which turns an Error into
 // the status the call ends with.
@@ -113,27 +95,19 @@ func WithErrorHandler(h ErrorHandler) Option {
 
 // WithName sets the low-cardinality lock name telemetry and logs see. The
 // default is the full method name ("/pkg.Service/Method"), never the key.
-func WithName(name string) Option { return func(c *config) { c.policy.Name = name } }
+func WithName(name string) Option { return policy(guard.SetName(name)) }
 
 // WithReleaseTimeout bounds the release after the handler returns, which
 // runs on a context detached from the call (default 2s).
 func WithReleaseTimeout(d time.Duration) Option {
-	if d <= 0 {
-		panic("grpcmw: WithReleaseTimeout needs a positive duration")
-	}
-	return func(c *config) { c.policy.ReleaseTimeout = d }
+	return policy(guard.SetReleaseTimeout(pkgName, d))
 }
 
 // WithLockOptions passes core options (core.WithPrefix, core.WithObserver,
 // core.WithoutAutoRefresh, ...) to every acquisition, after the ones the
 // other options imply, so they win.
 func WithLockOptions(opts ...core.Option) Option {
-	for _, o := range opts {
-		if o == nil {
-			panic("grpcmw: WithLockOptions with a nil core.Option")
-		}
-	}
-	return func(c *config) { c.policy.Options = append(c.policy.Options, opts...) }
+	return policy(guard.AddLockOptions(pkgName, opts))
 }
 
 // WithMethods restricts the interceptor to the given full method names

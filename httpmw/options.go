@@ -12,6 +12,12 @@ import (
 // is built or the middleware is, never at request time.
 type Option func(*config)
 
+const pkgName = "httpmw"
+
+// policy adapts a shared guard setter (validated there once for all the
+// adapters) to this package's Option.
+func policy(set func(*guard.Policy)) Option { return func(c *config) { set(&c.policy) } }
+
 type config struct {
 	policy       guard.Policy
 	errorHandler ErrorHandler
@@ -35,54 +41,30 @@ func newConfig(opts []Option) config {
 // WithTTL sets the lease length (default: the Locker's, core.DefaultTTL).
 // Without WithAutoRefresh, a handler running longer than the TTL loses the
 // lock.
-func WithTTL(d time.Duration) Option {
-	if d <= 0 {
-		panic("httpmw: WithTTL needs a positive duration")
-	}
-	return func(c *config) { c.policy.TTL = d }
-}
+func WithTTL(d time.Duration) Option { return policy(guard.SetTTL(pkgName, d)) }
 
 // WithWait makes a request wait up to d for a held lock before answering
 // 409. The default, and WithWait(0), is to fail fast. The request's own
 // deadline still wins (504).
-func WithWait(d time.Duration) Option {
-	if d < 0 {
-		panic("httpmw: WithWait needs a duration >= 0")
-	}
-	return func(c *config) { c.policy.Wait = d }
-}
+func WithWait(d time.Duration) Option { return policy(guard.SetWait(pkgName, d)) }
 
 // WithAutoRefresh renews the lease while the handler runs, every interval
 // (default: a tenth of the TTL). Use it for handlers that may outlast the
 // TTL; bound them with WithMaxHold.
 func WithAutoRefresh(interval ...time.Duration) Option {
-	if len(interval) > 1 {
-		panic("httpmw: WithAutoRefresh takes at most one interval")
-	}
-	var every time.Duration
-	if len(interval) == 1 {
-		if every = interval[0]; every <= 0 {
-			panic("httpmw: WithAutoRefresh needs a positive interval")
-		}
-	}
-	return func(c *config) { c.policy.AutoRefresh, c.policy.RefreshEvery = true, every }
+	return policy(guard.SetAutoRefresh(pkgName, interval))
 }
 
 // WithMaxHold caps how long auto-refresh keeps the lock; after it the lock
 // is lost and the request context cancelled, so a hung handler cannot hold
 // a key forever.
-func WithMaxHold(d time.Duration) Option {
-	if d <= 0 {
-		panic("httpmw: WithMaxHold needs a positive duration")
-	}
-	return func(c *config) { c.policy.MaxHold = d }
-}
+func WithMaxHold(d time.Duration) Option { return policy(guard.SetMaxHold(pkgName, d)) }
 
 // WithFailOpen runs the handler without the lock when the lock backend is
 // unreachable, instead of answering 503. The handler then finds no lock in
 // its context (core.FromContext reports false). Only for routes where a
 // duplicate is cheaper than an outage.
-func WithFailOpen() Option { return func(c *config) { c.policy.FailOpen = true } }
+func WithFailOpen() Option { return policy(guard.SetFailOpen()) }
 
 // WithErrorHandler replaces DefaultErrorHandler for the responses the
 // middleware writes itself.
@@ -96,26 +78,18 @@ func WithErrorHandler(h ErrorHandler) Option {
 // WithName sets the low-cardinality lock name telemetry sees. The default
 // is the route pattern (r.Pattern, such as "POST /coupons/{id}/claim"),
 // never the raw path.
-func WithName(name string) Option { return func(c *config) { c.policy.Name = name } }
+func WithName(name string) Option { return policy(guard.SetName(name)) }
 
 // WithReleaseTimeout bounds the release after the handler returns, which
 // runs on a context detached from the request (default 2s).
 func WithReleaseTimeout(d time.Duration) Option {
-	if d <= 0 {
-		panic("httpmw: WithReleaseTimeout needs a positive duration")
-	}
-	return func(c *config) { c.policy.ReleaseTimeout = d }
+	return policy(guard.SetReleaseTimeout(pkgName, d))
 }
 
 // WithLockOptions passes core options (core.WithPrefix, core.WithObserver,
 // ...) to every acquisition, after the ones the other options imply.
 func WithLockOptions(opts ...core.Option) Option {
-	for _, o := range opts {
-		if o == nil {
-			panic("httpmw: WithLockOptions with a nil core.Option")
-		}
-	}
-	return func(c *config) { c.policy.Options = append(c.policy.Options, opts...) }
+	return policy(guard.AddLockOptions(pkgName, opts))
 }
 
 // WithLogger sets where the middleware reports what no response shows:
