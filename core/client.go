@@ -566,6 +566,7 @@ func (c *Client) release(ctx context.Context, l *Lock) error {
 	if q != nil && q.holderLock == l && len(q.waiters) > 0 && q.handoffs < l.cfg.handoffLimit && !c.closed {
 		w = q.pop()
 		q.handoffs++
+		q.handoffTotal++
 	}
 	c.mu.Unlock()
 	if w != nil {
@@ -652,6 +653,7 @@ func (c *Client) afterRefresh(ctx context.Context, l *Lock, sent time.Time, ttl 
 		l.mu.Lock()
 		if l.state == stateHeld {
 			l.ttl = ttl
+			l.renewals++
 			l.deadline = sent.Add(ttl - l.cfg.driftFor(ttl))
 			if l.expiry != nil {
 				l.expiry.Reset(time.Until(l.deadline))
@@ -676,14 +678,15 @@ func (c *Client) isClosed() bool {
 // keyQueue orders the goroutines of this Client that want the same key, so
 // that only the head contends in the backend.
 type keyQueue struct {
-	holder     bool  // a lock on the key is held through this Client
-	holderLock *Lock // that lock
-	contending bool  // a goroutine is asking the backend
-	waiters    []*waiter
-	handoffs   int // consecutive local hand-offs
-	yield      bool
-	lastTTL    time.Duration
-	lastSeen   time.Time
+	holder       bool  // a lock on the key is held through this Client
+	holderLock   *Lock // that lock
+	contending   bool  // a goroutine is asking the backend
+	waiters      []*waiter
+	handoffs     int // consecutive local hand-offs
+	handoffTotal int // every local hand-off since the queue formed
+	yield        bool
+	lastTTL      time.Duration
+	lastSeen     time.Time
 }
 
 type waiter struct {

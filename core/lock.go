@@ -38,6 +38,7 @@ type Lock struct {
 	state     lockState
 	err       error
 	ttl       time.Duration
+	renewals  int         // successful renewals
 	deadline  time.Time   // local validity deadline (monotonic)
 	expiry    *time.Timer // fires at deadline
 	callbacks map[*int]func()
