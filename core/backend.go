@@ -6,46 +6,57 @@ import (
 )
 
 // Backend is the storage a Client drives: a single Redis (any topology), a
-// Redlock set, a sharded set, or the in-memory fake of package locktest.
-// The Client owns waiting, local queueing, validity deadlines, the watchdog
-// and observers, so a Backend only answers one-shot questions. Every method
-// must be safe for concurrent use.
+// Redlock set, a sharded set, etcd (package etcdlock), or the in-memory fake
+// of package locktest. The Client owns waiting, local queueing, validity
+// deadlines, the watchdog and observers, so a Backend only answers one-shot
+// calls. Every method must be safe for concurrent use. Package backendtest
+// holds the conformance suite a Backend must pass.
 //
-// Errors: ErrNotHeld when a token does not match, an error wrapping
-// ErrUnavailable (or ErrQuorum) when the store cannot be reached.
+// Errors: ErrNotHeld when a token does not hold the lock; an error matching
+// ErrUnavailable (see Unavailable) when the store cannot be reached.
 type Backend interface {
 	// Name identifies the backend kind for telemetry ("redis", "redlock", ...).
 	Name() string
 
-	// Acquire makes one attempt to set keys.Lock to token with a lease of
-	// ttl. On success it returns the new fence, strictly greater than every
-	// fence handed out for this key before. When the key is held by another
-	// token it returns Grant{Acquired: false, HolderTTL: remaining lease}.
-	// When keys.Lock already holds token (a retried attempt that landed) it
-	// must report success with the fence of that acquisition.
-	Acquire(ctx context.Context, keys Keys, token string, ttl time.Duration) (Grant, error)
+	// Acquire makes one attempt to grant h with a lease of ttl. On success
+	// it returns the new fence, strictly greater than every fence handed
+	// out for the key before. When the key is held by another token it
+	// returns Grant{Acquired: false, HolderTTL: remaining lease}. When the
+	// key already holds h.Token (a retried attempt that landed) it reports
+	// success with the fence of that acquisition.
+	Acquire(ctx context.Context, h Hold, ttl time.Duration) (Grant, error)
 
-	// Handoff moves a held lock from one token to another in one step,
-	// issuing a new fence and a fresh lease of ttl. It fails with ErrNotHeld
-	// when keys.Lock no longer holds from.
-	Handoff(ctx context.Context, keys Keys, from, to string, ttl time.Duration) (Grant, error)
+	// Handoff moves the lock held by from to the token to in one step,
+	// issuing a new fence and a fresh lease of ttl. It fails with
+	// ErrNotHeld when from no longer holds the lock. A backend that cannot
+	// hand off at the moment may release from instead and return an error
+	// that does not match ErrNotHeld; the next local waiter then contends.
+	Handoff(ctx context.Context, from Hold, to string, ttl time.Duration) (Grant, error)
 
-	// Release deletes keys.Lock if it holds token and notifies waiters.
-	Release(ctx context.Context, keys Keys, token string) error
+	// Release deletes the hold if h.Token holds it and notifies waiters.
+	Release(ctx context.Context, h Hold) (Released, error)
 
 	// Refresh renews many leases at once (the watchdog batches them). It
-	// returns one error per request, in order.
+	// returns one error per request, in order, and never re-creates a
+	// lease that expired on a single store.
 	Refresh(ctx context.Context, reqs []RefreshRequest) []error
 
-	// Subscribe registers notify to be called when a release notice for keys
-	// arrives (and whenever notices may have been missed, such as after a
-	// reconnect). It returns once the subscription is active, so a release
-	// that happens after Subscribe returns is never missed.
+	// Subscribe registers notify to be called when a release notice for
+	// keys arrives (and whenever notices may have been missed, such as
+	// after a reconnect). It returns once the subscription is active, so a
+	// release that happens after Subscribe returns is never missed.
 	Subscribe(ctx context.Context, keys Keys, notify func()) (cancel func(), err error)
 
-	// Close frees the backend's connections and goroutines it started. It
-	// does not close clients it was given.
+	// Close frees the backend's connections and the goroutines it started.
+	// It does not close clients it was given.
 	Close() error
+}
+
+// Hold names one hold of a lock in a backend: the key and the secret owner
+// token that holds (or asks for) it.
+type Hold struct {
+	Keys  Keys
+	Token string
 }
 
 // Grant is the answer of Backend.Acquire and Backend.Handoff.
@@ -59,11 +70,23 @@ type Grant struct {
 	Sent time.Time
 }
 
+// Released is what Backend.Release reports besides an error.
+type Released struct {
+	// RemoteWaiters is true when the release notice reached waiters outside
+	// this backend's own connection (Redis: PUBLISH counted another
+	// subscriber). After a run of local hand-offs the Client then lets its
+	// own next waiter stand back briefly, so those waiters get their turn.
+	RemoteWaiters bool
+}
+
 // RefreshRequest asks to renew one lease.
 type RefreshRequest struct {
-	Keys  Keys
-	Token string
-	TTL   time.Duration
+	Hold
+	TTL time.Duration
+	// Fence is the hold's fence. A multi-node backend that re-creates the
+	// hold on a node that lost it (a Redlock node restarted empty) raises
+	// that node's fence counter to it.
+	Fence uint64
 }
 
 // NativeWaiter is implemented by backends that queue waiters themselves
@@ -74,13 +97,5 @@ type RefreshRequest struct {
 // and a nil error (or ctx.Err()). It must leave nothing behind for a wait
 // that gave up.
 type NativeWaiter interface {
-	AcquireWait(ctx context.Context, keys Keys, token string, ttl time.Duration, until time.Time) (Grant, error)
-}
-
-// remoteWaiters is implemented by backends whose release can tell whether
-// waiters in other processes received the notice (Redis: PUBLISH returns
-// its receivers). After WithHandoffLimit local hand-offs the Client then
-// lets its own next waiter yield briefly, so the remote ones get the lock.
-type remoteWaiters interface {
-	ReleaseWaiters(ctx context.Context, keys Keys, token string) (othersWaiting bool, err error)
+	AcquireWait(ctx context.Context, h Hold, ttl time.Duration, until time.Time) (Grant, error)
 }

@@ -42,13 +42,25 @@ func LocksFromContext(ctx context.Context) []*Lock {
 	return out
 }
 
-// HeldInContext returns the lock on key (under prefix) carried by ctx if it
-// is still held. Adapters use it for reentrancy: a nested guard on the same
-// key proceeds without acquiring again.
-func HeldInContext(ctx context.Context, prefix, key string) (*Lock, bool) {
-	for c, _ := ctx.Value(lockCtxKey{}).(*lockChain); c != nil; c = c.next {
-		if c.l.key == key && c.l.prefix == prefix && c.l.Err() == nil && !c.l.ended() {
-			return c.l, true
+// HeldInContext returns the lock carried by ctx that locker holds on key
+// (under the prefix that opts, over locker's defaults, give it), if it is
+// still held. Adapters use it for reentrancy: a nested guard on the same
+// lock proceeds without acquiring again. A lock of another Locker, or on the
+// same key under another prefix, does not count. Only a *Client can match:
+// for other Lockers it reports false.
+func HeldInContext(ctx context.Context, locker Locker, key string, opts ...Option) (*Lock, bool) {
+	c, ok := locker.(*Client)
+	if !ok || c == nil {
+		return nil, false
+	}
+	cfg := c.cfg
+	if applyOptions(&cfg, opts, scopeCall, "HeldInContext") != nil || ValidateKey(key) != nil {
+		return nil, false
+	}
+	lockKey := backendKeys(cfg.prefix, key).Lock
+	for ch, _ := ctx.Value(lockCtxKey{}).(*lockChain); ch != nil; ch = ch.next {
+		if ch.l.c == c && ch.l.keys.Lock == lockKey && ch.l.isHeld() {
+			return ch.l, true
 		}
 	}
 	return nil, false

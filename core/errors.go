@@ -53,6 +53,11 @@ var (
 
 	// ErrInvalidFence means a forwarded fence token could not be parsed.
 	ErrInvalidFence = errors.New("core: invalid fence token")
+
+	// ErrInvalidOption is returned by Acquire and TryAcquire when an option
+	// that only a constructor takes (WithClock, WithQuorum, ...) is passed
+	// to a single call.
+	ErrInvalidOption = errors.New("core: option not valid here")
 )
 
 // ContentionError is returned when a lock is held elsewhere. It matches
@@ -81,9 +86,9 @@ func RetryAfter(err error) (d time.Duration, ok bool) {
 	return 0, false
 }
 
-// unavailable wraps a backend error so that it matches ErrUnavailable while
-// keeping the original error in the chain for logs.
-func unavailable(err error) error {
+// Unavailable wraps err so that it matches ErrUnavailable while keeping err
+// in the chain for logs. Backends report transport failures with it.
+func Unavailable(err error) error {
 	if err == nil || errors.Is(err, ErrUnavailable) {
 		return err
 	}
@@ -94,7 +99,3 @@ type backendError struct{ err error }
 
 func (e *backendError) Error() string   { return "core: lock backend unavailable: " + e.err.Error() }
 func (e *backendError) Unwrap() []error { return []error{ErrUnavailable, e.err} }
-
-// Unavailable wraps err so that it matches ErrUnavailable. Backends outside
-// this package use it to report transport failures.
-func Unavailable(err error) error { return unavailable(err) }

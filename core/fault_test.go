@@ -97,15 +97,15 @@ func TestAcquire_retrySafe(t *testing.T) {
 	defer b.Close()
 	ctx := context.Background()
 	keys := core.KeysFor("lock:", "retry")
-	g1, err := b.Acquire(ctx, keys, "tok-a", time.Second)
+	g1, err := b.Acquire(ctx, core.Hold{Keys: keys, Token: "tok-a"}, time.Second)
 	if err != nil || !g1.Acquired {
 		t.Fatal(g1, err)
 	}
-	g2, err := b.Acquire(ctx, keys, "tok-a", time.Second)
+	g2, err := b.Acquire(ctx, core.Hold{Keys: keys, Token: "tok-a"}, time.Second)
 	if err != nil || !g2.Acquired || g2.Fence != g1.Fence {
 		t.Fatalf("retry = %+v, %v; first = %+v", g2, err, g1)
 	}
-	g3, err := b.Acquire(ctx, keys, "tok-b", time.Second)
+	g3, err := b.Acquire(ctx, core.Hold{Keys: keys, Token: "tok-b"}, time.Second)
 	if err != nil || g3.Acquired || g3.HolderTTL <= 0 {
 		t.Fatalf("other token = %+v, %v", g3, err)
 	}

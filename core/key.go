@@ -17,6 +17,8 @@ const hashKeyLen = 128
 // Redis Cluster hash tag (the braces), so a Lua script can touch them in one
 // slot and the release channel lives on the same shard.
 type Keys struct {
+	Prefix  string // the namespace (WithPrefix)
+	Tag     string // the escaped or hashed caller's key: the hash tag, without braces
 	Lock    string // holds the owner token, with the lease as its TTL
 	Fence   string // the per-key fence counter
 	Channel string // release notices
@@ -54,11 +56,11 @@ func backendKeys(prefix, key string) Keys {
 		tag = escapeKey(key)
 	}
 	base := prefix + "{" + tag + "}"
-	return Keys{Lock: base, Fence: base + ":f", Channel: base + ":r"}
+	return Keys{Prefix: prefix, Tag: tag, Lock: base, Fence: base + ":f", Channel: base + ":r"}
 }
 
 // KeysFor returns the backend keys the Client uses for key under prefix (for
-// audits, ACL rules and tests).
+// audits, ACL rules, operator tools and tests).
 func KeysFor(prefix, key string) Keys { return backendKeys(prefix, key) }
 
 var keyEscaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D", "#", "%23")

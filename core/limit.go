@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -58,16 +57,10 @@ type limited struct {
 	held map[string]map[string]time.Time // prefix -> token -> end of lease (monotonic)
 }
 
-// prefixOf recovers the prefix from a lock key built by backendKeys.
-func prefixOf(keys Keys) string {
-	p, _, _ := strings.Cut(keys.Lock, "{")
-	return p
-}
-
 // reserve counts token under keys' prefix until end, unless the prefix is
 // full. A token already counted (a retried acquire) always fits.
 func (l *limited) reserve(keys Keys, token string, end time.Time) error {
-	p := prefixOf(keys)
+	p := keys.Prefix
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	m := l.held[p]
@@ -91,7 +84,7 @@ func (l *limited) reserve(keys Keys, token string, end time.Time) error {
 }
 
 func (l *limited) forget(keys Keys, token string) {
-	p := prefixOf(keys)
+	p := keys.Prefix
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if m := l.held[p]; m != nil {
@@ -103,7 +96,7 @@ func (l *limited) forget(keys Keys, token string) {
 }
 
 func (l *limited) extend(keys Keys, token string, end time.Time) {
-	p := prefixOf(keys)
+	p := keys.Prefix
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if m := l.held[p]; m != nil {
@@ -115,27 +108,27 @@ func (l *limited) extend(keys Keys, token string, end time.Time) {
 
 func (l *limited) Name() string { return l.b.Name() }
 
-func (l *limited) Acquire(ctx context.Context, keys Keys, token string, ttl time.Duration) (Grant, error) {
+func (l *limited) Acquire(ctx context.Context, h Hold, ttl time.Duration) (Grant, error) {
 	sent := time.Now()
-	if err := l.reserve(keys, token, sent.Add(ttl)); err != nil {
+	if err := l.reserve(h.Keys, h.Token, sent.Add(ttl)); err != nil {
 		return Grant{}, err
 	}
-	g, err := l.b.Acquire(ctx, keys, token, ttl)
+	g, err := l.b.Acquire(ctx, h, ttl)
 	if err != nil || !g.Acquired {
 		// On an error the acquire may have landed; the Client releases it
 		// best-effort, and a slot is not worth holding for a phantom.
-		l.forget(keys, token)
+		l.forget(h.Keys, h.Token)
 	}
 	return g, err
 }
 
-func (l *limited) Handoff(ctx context.Context, keys Keys, from, to string, ttl time.Duration) (Grant, error) {
+func (l *limited) Handoff(ctx context.Context, from Hold, to string, ttl time.Duration) (Grant, error) {
 	sent := time.Now()
-	g, err := l.b.Handoff(ctx, keys, from, to, ttl)
-	l.forget(keys, from)
+	g, err := l.b.Handoff(ctx, from, to, ttl)
+	l.forget(from.Keys, from.Token)
 	if err == nil && g.Acquired {
 		// The lock changes owner, not count: never refused for the limit.
-		p := prefixOf(keys)
+		p := from.Keys.Prefix
 		l.mu.Lock()
 		if l.held[p] == nil {
 			l.held[p] = make(map[string]time.Time)
@@ -146,20 +139,10 @@ func (l *limited) Handoff(ctx context.Context, keys Keys, from, to string, ttl t
 	return g, err
 }
 
-func (l *limited) Release(ctx context.Context, keys Keys, token string) error {
-	err := l.b.Release(ctx, keys, token)
-	l.forget(keys, token)
-	return err
-}
-
-// ReleaseWaiters keeps the Client's yield-to-remote-waiters behaviour when
-// the wrapped backend has it.
-func (l *limited) ReleaseWaiters(ctx context.Context, keys Keys, token string) (bool, error) {
-	defer l.forget(keys, token)
-	if rw, ok := l.b.(remoteWaiters); ok {
-		return rw.ReleaseWaiters(ctx, keys, token)
-	}
-	return false, l.b.Release(ctx, keys, token)
+func (l *limited) Release(ctx context.Context, h Hold) (Released, error) {
+	r, err := l.b.Release(ctx, h)
+	l.forget(h.Keys, h.Token)
+	return r, err
 }
 
 func (l *limited) Refresh(ctx context.Context, reqs []RefreshRequest) []error {
@@ -188,16 +171,16 @@ type limitedNative struct {
 	nw NativeWaiter
 }
 
-func (l *limitedNative) AcquireWait(ctx context.Context, keys Keys, token string, ttl time.Duration, until time.Time) (Grant, error) {
-	if err := l.reserve(keys, token, time.Now().Add(ttl)); err != nil {
+func (l *limitedNative) AcquireWait(ctx context.Context, h Hold, ttl time.Duration, until time.Time) (Grant, error) {
+	if err := l.reserve(h.Keys, h.Token, time.Now().Add(ttl)); err != nil {
 		return Grant{}, err
 	}
-	g, err := l.nw.AcquireWait(ctx, keys, token, ttl, until)
+	g, err := l.nw.AcquireWait(ctx, h, ttl, until)
 	switch {
 	case err != nil || !g.Acquired:
-		l.forget(keys, token)
+		l.forget(h.Keys, h.Token)
 	case !g.Sent.IsZero():
-		l.extend(keys, token, g.Sent.Add(ttl))
+		l.extend(h.Keys, h.Token, g.Sent.Add(ttl))
 	}
 	return g, err
 }

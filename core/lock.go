@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"sync"
 	"time"
 )
@@ -19,8 +18,9 @@ const (
 )
 
 // Lock is one acquisition of a key. It is safe for concurrent use. A Lock
-// ends exactly once: by Release (Err stays nil) or by loss (Err reports
-// ErrLost); Done is closed either way.
+// ends exactly once (see end.go): released by Release (Err stays nil), handed
+// off by Release to the next local waiter (also a release), or lost (Err
+// reports ErrLost); Done is closed either way.
 type Lock struct {
 	c       *Client
 	key     string
@@ -29,7 +29,7 @@ type Lock struct {
 	token   string
 	fence   uint64
 	cfg     config
-	start   time.Time // when the acquiring command was sent (monotonic)
+	start   time.Time // when the acquiring command was sent (Client clock)
 	handoff bool
 	data    any // observer state
 	done    chan struct{}
@@ -37,15 +37,27 @@ type Lock struct {
 	mu        sync.Mutex
 	state     lockState
 	err       error
-	ttl       time.Duration
-	renewals  int         // successful renewals
-	deadline  time.Time   // local validity deadline (monotonic)
-	expiry    *time.Timer // fires at deadline
+	releasing bool          // Release has started: a renewal that finds the token gone lost a race with it
+	ttl       time.Duration // the lease length renewals ask for
+	capped    bool          // the lease was shortened to end at the WithMaxHold cap
+	renewals  int           // successful renewals
+	deadline  time.Time     // local validity deadline (Client clock)
+	timer     Timer         // fires at deadline
 	callbacks map[*int]func()
 
 	// watchdog bookkeeping, guarded by the renewer's mutex
 	due     time.Time
 	heapIdx int
+}
+
+func (c *Client) newLock(key string, cfg *config, h Hold, fence uint64, sent time.Time) *Lock {
+	l := &Lock{
+		c: c, key: key, prefix: cfg.prefix, keys: h.Keys, token: h.Token, fence: fence,
+		cfg: *cfg, start: sent, done: make(chan struct{}), ttl: cfg.ttl,
+		deadline: sent.Add(cfg.ttl - cfg.driftFor(cfg.ttl)), heapIdx: -1,
+	}
+	l.capped = cfg.maxHold > 0 && cfg.ttl >= cfg.maxHold
+	return l
 }
 
 // Key returns the caller's key (without prefix).
@@ -73,14 +85,15 @@ func (l *Lock) FenceToken() FenceToken {
 }
 
 // Deadline returns the local validity deadline: the lock is certainly held
-// until then (on the monotonic clock), unless Done is closed earlier.
+// until then (on the Client's clock), unless Done is closed earlier.
 func (l *Lock) Deadline() time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.deadline
 }
 
-// TTL returns the current lease length.
+// TTL returns the lease length that renewals ask for (the last one given to
+// WithTTL or Refresh). A lease shortened by WithMaxHold may end sooner.
 func (l *Lock) TTL() time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -100,31 +113,13 @@ func (l *Lock) Err() error {
 	return l.err
 }
 
-func (l *Lock) ended() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.state != stateHeld
-}
-
 // Refresh extends the lease to ttl from now (ttl <= 0 keeps the current
-// length). It fails with ErrNotHeld when the lock is no longer ours, and
-// never re-creates an expired lock.
+// length), never past the WithMaxHold cap: at the cap it returns an error
+// matching ErrHoldCapReached and leaves the lease to run out. It fails with
+// ErrNotHeld when the lock is no longer ours, and never re-creates an
+// expired lock.
 func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
-	if ttl <= 0 {
-		ttl = l.TTL()
-	} else if ttl < minTTL {
-		ttl = minTTL
-	}
-	if err := l.heldErr(); err != nil {
-		return err
-	}
-	sent := time.Now()
-	err := l.c.b.Refresh(ctx, []RefreshRequest{{Keys: l.keys, Token: l.token, TTL: ttl}})[0]
-	l.c.afterRefresh(ctx, l, sent, ttl, err, false)
-	if err == ErrNotHeld {
-		return fmt.Errorf("%w: %w", ErrNotHeld, ErrLost)
-	}
-	return err
+	return l.c.refresh(ctx, l, ttl)
 }
 
 // Release gives the lock up: to the next local waiter in one round trip, or
@@ -136,39 +131,17 @@ func (l *Lock) Release(ctx context.Context) error {
 	return l.c.release(ctx, l)
 }
 
-func (l *Lock) heldErr() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	switch l.state {
-	case stateHeld:
-		return nil
-	case stateLost:
-		return fmt.Errorf("%w: %w", ErrNotHeld, l.err)
-	default:
-		return ErrNotHeld
-	}
-}
-
-// end moves the lock out of the held state exactly once. It reports whether
-// this call did it.
-func (l *Lock) end(state lockState, err error) bool {
-	l.mu.Lock()
-	if l.state != stateHeld {
-		l.mu.Unlock()
-		return false
-	}
-	l.state, l.err = state, err
-	if l.expiry != nil {
-		l.expiry.Stop()
-	}
-	cbs := l.callbacks
-	l.callbacks = nil
-	close(l.done)
-	l.mu.Unlock()
-	for _, f := range cbs {
-		f()
-	}
-	return true
+// Context returns a copy of parent that carries the lock (see FromContext)
+// and is cancelled, with the loss as its cause, when the lock is lost. Call
+// the CancelFunc when done to free resources.
+func (l *Lock) Context(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ContextWithLock(parent, l))
+	stop := l.afterEnd(func() {
+		if err := l.Err(); err != nil {
+			cancel(err)
+		}
+	})
+	return ctx, func() { stop(); cancel(context.Canceled) }
 }
 
 // afterEnd registers f to run once when the lock ends (immediately if it
@@ -193,21 +166,23 @@ func (l *Lock) afterEnd(f func()) (stop func()) {
 	}
 }
 
-// Context returns a copy of parent that carries the lock (see FromContext)
-// and is cancelled, with the loss as its cause, when the lock is lost. Call
-// the CancelFunc when done to free resources.
-func (l *Lock) Context(parent context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancelCause(ContextWithLock(parent, l))
-	stop := l.afterEnd(func() {
-		if err := l.Err(); err != nil {
-			cancel(err)
-		}
-	})
-	return ctx, func() { stop(); cancel(context.Canceled) }
-}
+func (l *Lock) hold() Hold { return Hold{Keys: l.keys, Token: l.token} }
 
 func (l *Lock) info() LockInfo {
 	return LockInfo{Key: l.key, Name: l.cfg.name, Prefix: l.prefix, Backend: l.c.b.Name()}
+}
+
+func (l *Lock) fenceOrZero() uint64 {
+	if l == nil {
+		return 0
+	}
+	return l.fence
+}
+
+func (l *Lock) isHeld() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.state == stateHeld
 }
 
 func newToken() string {

@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,12 +22,15 @@ var (
 	refreshSrc string
 	//go:embed scripts/raise.lua
 	raiseSrc string
+	//go:embed scripts/renew_node.lua
+	renewNodeSrc string
 
-	acquireScript = redis.NewScript(acquireSrc)
-	handoffScript = redis.NewScript(handoffSrc)
-	releaseScript = redis.NewScript(releaseSrc)
-	refreshScript = redis.NewScript(refreshSrc)
-	raiseScript   = redis.NewScript(raiseSrc)
+	acquireScript   = redis.NewScript(acquireSrc)
+	handoffScript   = redis.NewScript(handoffSrc)
+	releaseScript   = redis.NewScript(releaseSrc)
+	refreshScript   = redis.NewScript(refreshSrc)
+	raiseScript     = redis.NewScript(raiseSrc)
+	renewNodeScript = redis.NewScript(renewNodeSrc)
 )
 
 // fenceCounterTTL is how long a fence counter outlives the last acquisition
@@ -36,14 +40,22 @@ var (
 // far slower than the microsecond clock).
 const fenceCounterTTL = 24 * time.Hour
 
-// RedisOption configures the Redis backend.
-type RedisOption func(*redisBackend)
+// redisConfig is what the Redis options set (see Option).
+type redisConfig struct {
+	shardedPubSub *bool // nil: automatic (on for *redis.ClusterClient)
+	ackReplicas   int   // WithReplicaAck
+	ackTimeout    time.Duration
+}
+
+func redisOption(name string, f func(*redisConfig)) Option {
+	return &optionSpec{name: name, scope: scopeRedis, apply: func(c *config) { f(&c.redis) }}
+}
 
 // WithShardedPubSub makes release notices use SPUBLISH/SSUBSCRIBE (Redis 7),
 // so that on a Cluster they stay on the shard owning the key. It is chosen
-// automatically for *redis.ClusterClient.
-func WithShardedPubSub(on bool) RedisOption {
-	return func(b *redisBackend) { b.sharded = on }
+// automatically for *redis.ClusterClient. A Redis option.
+func WithShardedPubSub(on bool) Option {
+	return redisOption("WithShardedPubSub", func(c *redisConfig) { c.shardedPubSub = &on })
 }
 
 type redisBackend struct {
@@ -58,15 +70,25 @@ type redisBackend struct {
 }
 
 // NewRedisBackend returns the Backend for one Redis deployment: a standalone
-// server, a Sentinel-managed primary or a Cluster, through any go-redis
-// UniversalClient. Most users call New instead.
-func NewRedisBackend(rdb redis.UniversalClient, opts ...RedisOption) Backend {
-	b := &redisBackend{rdb: rdb}
+// server, a Sentinel-managed primary, a Cluster or a Ring, through any
+// go-redis UniversalClient. It takes Redis options only. Most users call
+// New instead; this is for composing backends (LimitLocks, NewShardedBackend).
+func NewRedisBackend(rdb redis.UniversalClient, opts ...Option) Backend {
+	if rdb == nil {
+		panic("core: NewRedisBackend with a nil redis client")
+	}
+	cfg := defaultConfig()
+	mustApply(&cfg, opts, scopeRedis, "NewRedisBackend")
+	return newRedisBackend(rdb, cfg.redis)
+}
+
+func newRedisBackend(rdb redis.UniversalClient, rc redisConfig) *redisBackend {
+	b := &redisBackend{rdb: rdb, ackReplicas: rc.ackReplicas, ackTimeout: rc.ackTimeout}
 	if _, ok := rdb.(*redis.ClusterClient); ok {
 		b.sharded = true
 	}
-	for _, o := range opts {
-		o(b)
+	if rc.shardedPubSub != nil {
+		b.sharded = *rc.shardedPubSub
 	}
 	b.subs = newSubscriber(rdb, b.sharded)
 	return b
@@ -89,22 +111,22 @@ func fenceTTL(ttl time.Duration) int64 {
 	return ms(fenceCounterTTL)
 }
 
-func (b *redisBackend) Acquire(ctx context.Context, keys Keys, token string, ttl time.Duration) (Grant, error) {
+func (b *redisBackend) Acquire(ctx context.Context, h Hold, ttl time.Duration) (Grant, error) {
 	if b.ackReplicas > 0 {
-		return b.acquireAcked(ctx, keys, token, ttl)
+		return b.acquireAcked(ctx, h, ttl)
 	}
-	res, err := acquireScript.Run(ctx, b.rdb, []string{keys.Lock, keys.Fence}, token, ms(ttl), fenceTTL(ttl)).Int64Slice()
+	res, err := acquireScript.Run(ctx, b.rdb, []string{h.Keys.Lock, h.Keys.Fence}, h.Token, ms(ttl), fenceTTL(ttl)).Int64Slice()
 	if err != nil {
 		return Grant{}, redisErr(ctx, err)
 	}
 	return grantFrom(res)
 }
 
-func (b *redisBackend) Handoff(ctx context.Context, keys Keys, from, to string, ttl time.Duration) (Grant, error) {
+func (b *redisBackend) Handoff(ctx context.Context, from Hold, to string, ttl time.Duration) (Grant, error) {
 	if b.ackReplicas > 0 {
-		return b.handoffAcked(ctx, keys, from, to, ttl)
+		return b.handoffAcked(ctx, from, to, ttl)
 	}
-	res, err := handoffScript.Run(ctx, b.rdb, []string{keys.Lock, keys.Fence}, from, to, ms(ttl), fenceTTL(ttl)).Int64Slice()
+	res, err := handoffScript.Run(ctx, b.rdb, []string{from.Keys.Lock, from.Keys.Fence}, from.Token, to, ms(ttl), fenceTTL(ttl)).Int64Slice()
 	if err != nil {
 		return Grant{}, redisErr(ctx, err)
 	}
@@ -117,7 +139,7 @@ func (b *redisBackend) Handoff(ctx context.Context, keys Keys, from, to string, 
 
 func grantFrom(res []int64) (Grant, error) {
 	if len(res) != 2 {
-		return Grant{}, unavailable(fmt.Errorf("unexpected script reply %v", res))
+		return Grant{}, Unavailable(fmt.Errorf("unexpected script reply %v", res))
 	}
 	if res[0] == 1 {
 		return Grant{Acquired: true, Fence: uint64(res[1])}, nil
@@ -136,79 +158,103 @@ func (b *redisBackend) publishCmd() string {
 	return "PUBLISH"
 }
 
-func (b *redisBackend) Release(ctx context.Context, keys Keys, token string) error {
-	_, err := b.ReleaseWaiters(ctx, keys, token)
-	return err
-}
-
-// ReleaseWaiters releases like Release and also reports whether the notice
-// reached a subscriber other than this backend's own connection: a waiter
-// in another process (see remoteWaiters).
-func (b *redisBackend) ReleaseWaiters(ctx context.Context, keys Keys, token string) (bool, error) {
-	n, err := releaseScript.Run(ctx, b.rdb, []string{keys.Lock, keys.Channel}, token, b.publishCmd()).Int64()
+// Release runs the release script: compare, delete, publish. Its answer
+// counts the notice's receivers; the backend's own subscription (a waiter
+// of this Client) is not a remote one.
+func (b *redisBackend) Release(ctx context.Context, h Hold) (Released, error) {
+	n, err := releaseScript.Run(ctx, b.rdb, []string{h.Keys.Lock, h.Keys.Channel}, h.Token, b.publishCmd()).Int64()
 	if err != nil {
-		return false, redisErr(ctx, err)
+		return Released{}, redisErr(ctx, err)
 	}
 	if n < 1 {
-		return false, ErrNotHeld
+		return Released{}, ErrNotHeld
 	}
 	receivers := n - 1
-	if b.subs.has(keys.Channel) {
+	if b.subs.has(h.Keys.Channel) {
 		receivers--
 	}
-	return receivers > 0, nil
+	return Released{RemoteWaiters: receivers > 0}, nil
 }
 
 func (b *redisBackend) Refresh(ctx context.Context, reqs []RefreshRequest) []error {
 	if b.ackReplicas > 0 {
 		return b.refreshAcked(ctx, reqs)
 	}
-	errs := make([]error, len(reqs))
-	if len(reqs) == 1 {
-		r := reqs[0]
-		n, err := refreshScript.Run(ctx, b.rdb, []string{r.Keys.Lock}, r.Token, ms(r.TTL)).Int64()
-		errs[0] = refreshResult(ctx, n, err)
-		return errs
-	}
-	// Many renewals: one pipeline, which go-redis splits per node on a
-	// Cluster. EVALSHA first; scripts missing after a server restart are
-	// sent again with EVAL.
-	cmds := b.refreshPipeline(ctx, reqs, false)
-	var retry []int
-	for i, c := range cmds {
-		if c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
-			retry = append(retry, i)
-			continue
-		}
-		n, err := c.Int64()
-		errs[i] = refreshResult(ctx, n, err)
-	}
-	if len(retry) > 0 {
-		sub := make([]RefreshRequest, len(retry))
-		for j, i := range retry {
-			sub[j] = reqs[i]
-		}
-		for j, c := range b.refreshPipeline(ctx, sub, true) {
-			n, err := c.Int64()
-			errs[retry[j]] = refreshResult(ctx, n, err)
-		}
+	replies, errs := b.runBatch(ctx, refreshScript, reqs, refreshArgs)
+	for i := range reqs {
+		errs[i] = refreshResult(ctx, replies[i], errs[i])
 	}
 	return errs
 }
 
-func (b *redisBackend) refreshPipeline(ctx context.Context, reqs []RefreshRequest, eval bool) []*redis.Cmd {
-	pipe := b.rdb.Pipeline()
-	cmds := make([]*redis.Cmd, len(reqs))
-	for i, r := range reqs {
-		keys := []string{r.Keys.Lock}
-		if eval {
-			cmds[i] = refreshScript.Eval(ctx, pipe, keys, r.Token, ms(r.TTL))
-		} else {
-			cmds[i] = refreshScript.EvalSha(ctx, pipe, keys, r.Token, ms(r.TTL))
+// renewOrRecreate is a Redlock node's renewal (renew_node.lua): extend
+// where held, re-create where missing; only another owner is ErrNotHeld.
+func (b *redisBackend) renewOrRecreate(ctx context.Context, reqs []RefreshRequest) []error {
+	replies, errs := b.runBatch(ctx, renewNodeScript, reqs, func(r RefreshRequest) ([]string, []any) {
+		return []string{r.Keys.Lock, r.Keys.Fence}, []any{r.Token, ms(r.TTL), strconv.FormatUint(r.Fence, 10), fenceTTL(r.TTL)}
+	})
+	for i := range reqs {
+		if errs[i] == nil && replies[i] == 2 {
+			errs[i] = errRecreated
+			continue
+		}
+		errs[i] = refreshResult(ctx, replies[i], errs[i])
+	}
+	return errs
+}
+
+// errRecreated reports a Redlock node on which renewOrRecreate found the key
+// missing and re-created it. It does not count towards the renewing quorum:
+// only nodes that still held the token do, so a hold that vanished from a
+// quorum of nodes is lost, not revived.
+var errRecreated = fmt.Errorf("%w: re-created on a node that had lost it", ErrNotHeld)
+
+func refreshArgs(r RefreshRequest) ([]string, []any) {
+	return []string{r.Keys.Lock}, []any{r.Token, ms(r.TTL)}
+}
+
+// runBatch runs script s once per request (args gives its keys and
+// arguments): one call for one request, else one pipeline, which go-redis
+// splits per node on a Cluster. EVALSHA first; scripts missing after a
+// server restart are sent again with EVAL. It returns each call's integer
+// reply or error.
+func (b *redisBackend) runBatch(ctx context.Context, s *redis.Script, reqs []RefreshRequest, args func(RefreshRequest) ([]string, []any)) ([]int64, []error) {
+	replies, errs := make([]int64, len(reqs)), make([]error, len(reqs))
+	if len(reqs) == 1 {
+		keys, argv := args(reqs[0])
+		replies[0], errs[0] = s.Run(ctx, b.rdb, keys, argv...).Int64()
+		return replies, errs
+	}
+	todo := make([]int, len(reqs))
+	for i := range todo {
+		todo[i] = i
+	}
+	for _, eval := range [...]bool{false, true} {
+		pipe := b.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(todo))
+		for j, i := range todo {
+			keys, argv := args(reqs[i])
+			if eval {
+				cmds[j] = s.Eval(ctx, pipe, keys, argv...)
+			} else {
+				cmds[j] = s.EvalSha(ctx, pipe, keys, argv...)
+			}
+		}
+		_, _ = pipe.Exec(ctx) // per-command errors are read below
+		var retry []int
+		for j, c := range cmds {
+			i := todo[j]
+			if !eval && c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+				retry = append(retry, i)
+				continue
+			}
+			replies[i], errs[i] = c.Int64()
+		}
+		if todo = retry; len(todo) == 0 {
+			break
 		}
 	}
-	_, _ = pipe.Exec(ctx) // per-command errors are read below
-	return cmds
+	return replies, errs
 }
 
 func refreshResult(ctx context.Context, n int64, err error) error {
@@ -241,18 +287,5 @@ func redisErr(ctx context.Context, err error) error {
 	if errors.Is(err, redis.ErrClosed) {
 		return fmt.Errorf("%w: %w", ErrClosed, err)
 	}
-	return unavailable(err)
-}
-
-// ctxErr is ctx.Err(), except that a deadline already in the past counts
-// as exceeded even if the context's own timer has not fired yet (go-redis
-// turns the deadline into a socket timeout that can fire first).
-func ctxErr(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
-		return context.DeadlineExceeded
-	}
-	return nil
+	return Unavailable(err)
 }

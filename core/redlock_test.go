@@ -72,7 +72,7 @@ func (s *redlockSet) settle(key string) {
 	}
 }
 
-func (s *redlockSet) client(opts ...core.RedlockOption) *core.Client {
+func (s *redlockSet) client(opts ...core.Option) *core.Client {
 	c := core.NewWithBackend(core.NewRedlockBackend(s.nodes, opts...))
 	s.t.Cleanup(func() { _ = c.Close() })
 	return c
@@ -122,7 +122,7 @@ func TestRedlock_fence_nodesRestartedEmpty(t *testing.T) {
 // partitions different minorities and restarts a node empty, never more
 // than a minority missing or lost between two acquisitions. It returns the
 // fences in order.
-func fenceScenario(t *testing.T, opts ...core.RedlockOption) []uint64 {
+func fenceScenario(t *testing.T, opts ...core.Option) []uint64 {
 	s := startRedlockSet(t, 5)
 	c := s.client(append(opts, core.WithNodeTimeout(300*time.Millisecond))...)
 	const key = "scenario"

@@ -43,27 +43,29 @@ func (e *notReplicatedError) Unwrap() []error { return []error{ErrNotReplicated,
 // their disks, and Sentinel may still promote a replica that did not
 // acknowledge it (one that lagged, with replicas > 1 of several). It
 // narrows the window in which a failover loses a lock; it does not close
-// it. timeout must be below the client's ReadTimeout. *redis.Ring is not
-// supported (WAIT would go to an arbitrary shard).
+// it. timeout must be below the client's ReadTimeout. On a Ring the WAIT
+// goes to the shard that owns the key. A Redis option:
 //
-//	backend := core.NewRedisBackend(rdb, core.WithReplicaAck(1, 50*time.Millisecond))
-//	locker := core.NewWithBackend(backend)
-func WithReplicaAck(replicas int, timeout time.Duration) RedisOption {
+//	locker := core.New(rdb, core.WithReplicaAck(1, 50*time.Millisecond))
+func WithReplicaAck(replicas int, timeout time.Duration) Option {
 	if replicas < 1 || timeout <= 0 {
 		panic("core: WithReplicaAck needs replicas >= 1 and a positive timeout")
 	}
 	// WAIT counts in milliseconds, and WAIT n 0 would block forever.
 	timeout = max(timeout.Round(time.Millisecond), time.Millisecond)
-	return func(b *redisBackend) { b.ackReplicas, b.ackTimeout = replicas, timeout }
+	return redisOption("WithReplicaAck", func(c *redisConfig) { c.ackReplicas, c.ackTimeout = replicas, timeout })
 }
 
 // primaryFor returns a client for the connection on which key's writes and
-// the WAIT after them must travel: the key's primary on a Cluster (a
-// Cluster pipeline would send the keyless WAIT to a random node), the
-// client itself otherwise (one pipeline is one connection).
+// the WAIT after them must travel: the key's primary on a Cluster or its
+// shard on a Ring (their pipelines would send the keyless WAIT to another
+// node), the client itself otherwise (one pipeline is one connection).
 func (b *redisBackend) primaryFor(ctx context.Context, key string) (redis.Cmdable, error) {
-	if cc, ok := b.rdb.(*redis.ClusterClient); ok {
-		return cc.MasterForKey(ctx, key)
+	switch rdb := b.rdb.(type) {
+	case *redis.ClusterClient:
+		return rdb.MasterForKey(ctx, key)
+	case *redis.Ring:
+		return rdb.GetShardClientForKey(key)
 	}
 	return b.rdb, nil
 }
@@ -108,14 +110,14 @@ func (b *redisBackend) notReplicated(op string, acked int64) error {
 
 // undo releases a grant that did not count, with a detached context: the
 // caller's may be what ended the attempt.
-func (b *redisBackend) undo(ctx context.Context, keys Keys, token string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultReleaseTimeout)
+func (b *redisBackend) undo(ctx context.Context, h Hold) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), defaultReleaseTimeout)
 	defer cancel()
-	_ = b.Release(ctx, keys, token)
+	_, _ = b.Release(ctx, h)
 }
 
-func (b *redisBackend) acquireAcked(ctx context.Context, keys Keys, token string, ttl time.Duration) (Grant, error) {
-	c, acked, err := b.evalAcked(ctx, acquireScript, []string{keys.Lock, keys.Fence}, token, ms(ttl), fenceTTL(ttl))
+func (b *redisBackend) acquireAcked(ctx context.Context, h Hold, ttl time.Duration) (Grant, error) {
+	c, acked, err := b.evalAcked(ctx, acquireScript, []string{h.Keys.Lock, h.Keys.Fence}, h.Token, ms(ttl), fenceTTL(ttl))
 	if c == nil || c.Err() != nil {
 		return Grant{}, redisErr(ctx, err)
 	}
@@ -128,7 +130,7 @@ func (b *redisBackend) acquireAcked(ctx context.Context, keys Keys, token string
 		return g, gerr
 	}
 	if err != nil || acked < int64(b.ackReplicas) {
-		b.undo(ctx, keys, token)
+		b.undo(ctx, h)
 		if err != nil {
 			return Grant{}, redisErr(ctx, err)
 		}
@@ -137,8 +139,8 @@ func (b *redisBackend) acquireAcked(ctx context.Context, keys Keys, token string
 	return g, nil
 }
 
-func (b *redisBackend) handoffAcked(ctx context.Context, keys Keys, from, to string, ttl time.Duration) (Grant, error) {
-	c, acked, err := b.evalAcked(ctx, handoffScript, []string{keys.Lock, keys.Fence}, from, to, ms(ttl), fenceTTL(ttl))
+func (b *redisBackend) handoffAcked(ctx context.Context, from Hold, to string, ttl time.Duration) (Grant, error) {
+	c, acked, err := b.evalAcked(ctx, handoffScript, []string{from.Keys.Lock, from.Keys.Fence}, from.Token, to, ms(ttl), fenceTTL(ttl))
 	if c == nil || c.Err() != nil {
 		return Grant{}, redisErr(ctx, err)
 	}
@@ -154,7 +156,7 @@ func (b *redisBackend) handoffAcked(ctx context.Context, keys Keys, from, to str
 		return g, ErrNotHeld
 	}
 	if err != nil || acked < int64(b.ackReplicas) {
-		b.undo(ctx, keys, to)
+		b.undo(ctx, Hold{Keys: from.Keys, Token: to})
 		if err != nil {
 			return Grant{}, redisErr(ctx, err)
 		}

@@ -31,7 +31,7 @@ func failoverOptions() *redis.FailoverOptions {
 	}
 }
 
-func sentinelLocker(t *testing.T, g *redistest.SentinelGroup, opts ...core.RedisOption) *core.Client {
+func sentinelLocker(t *testing.T, g *redistest.SentinelGroup, opts ...core.Option) *core.Client {
 	c := core.NewWithBackend(core.NewRedisBackend(g.Client(t, failoverOptions()), opts...), core.WithTTL(30*time.Second))
 	t.Cleanup(func() { _ = c.Close() })
 	return c

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -15,7 +14,8 @@ import (
 // deployments (shards) by rendezvous hashing on the key, so that many hot
 // keys do not share one server. Each key lives on exactly one shard, with
 // the same guarantees as New on that shard. Options set the defaults for
-// every acquisition, as for New. The Client does not close the shards.
+// every acquisition, as for New; Redis options apply to every shard. The
+// Client does not close the shards.
 //
 // A shard's position in the slice is its identity: add shards at the end.
 // Adding one moves about 1/(N+1) of the keys, all of them to the new shard;
@@ -24,14 +24,16 @@ import (
 // lock held on its old shard does not stop a grant on the new one (see the
 // README's topologies section). Use NewShardedBackend to name shards.
 func NewSharded(shards []redis.UniversalClient, opts ...Option) *Client {
+	cfg := defaultConfig()
+	mustApply(&cfg, opts, scopesNew, "NewSharded")
 	ss := make([]Shard, len(shards))
 	for i, rdb := range shards {
 		if rdb == nil {
 			panic("core: NewSharded with a nil redis client")
 		}
-		ss[i] = Shard{Name: strconv.Itoa(i), Backend: NewRedisBackend(rdb)}
+		ss[i] = Shard{Name: strconv.Itoa(i), Backend: newRedisBackend(rdb, cfg.redis)}
 	}
-	return NewWithBackend(NewShardedBackend(ss...), opts...)
+	return newClient(NewShardedBackend(ss...), cfg)
 }
 
 // Shard is one member of a sharded backend.
@@ -68,21 +70,7 @@ type shardedBackend struct {
 	seeds  []uint64 // hash of each shard's name
 }
 
-var _ remoteWaiters = (*shardedBackend)(nil)
-
 func (b *shardedBackend) Name() string { return "sharded" }
-
-// hashTag is the part of a backend key between its first '{' and the next
-// '}': the escaped or hashed user key (see backendKeys), without the
-// prefix, so that a key maps to the same shard under every prefix.
-func hashTag(k string) string {
-	if i := strings.IndexByte(k, '{'); i >= 0 {
-		if j := strings.IndexByte(k[i+1:], '}'); j > 0 {
-			return k[i+1 : i+1+j]
-		}
-	}
-	return k
-}
 
 // rendezvous picks, for tag, the shard with the highest score: a shard
 // that joins takes over exactly the keys it scores highest on, and the
@@ -119,28 +107,23 @@ func mix64(x uint64) uint64 {
 	return x
 }
 
-func (b *shardedBackend) shard(keys Keys) Backend {
-	return b.shards[rendezvous(b.seeds, hashTag(keys.Lock))].Backend
+// shardOf picks the shard of keys by their tag (the caller's key, escaped
+// or hashed), not the prefix, so that a key maps to the same shard under
+// every prefix.
+func (b *shardedBackend) shardOf(keys Keys) int { return rendezvous(b.seeds, keys.Tag) }
+
+func (b *shardedBackend) shard(keys Keys) Backend { return b.shards[b.shardOf(keys)].Backend }
+
+func (b *shardedBackend) Acquire(ctx context.Context, h Hold, ttl time.Duration) (Grant, error) {
+	return b.shard(h.Keys).Acquire(ctx, h, ttl)
 }
 
-func (b *shardedBackend) Acquire(ctx context.Context, keys Keys, token string, ttl time.Duration) (Grant, error) {
-	return b.shard(keys).Acquire(ctx, keys, token, ttl)
+func (b *shardedBackend) Handoff(ctx context.Context, from Hold, to string, ttl time.Duration) (Grant, error) {
+	return b.shard(from.Keys).Handoff(ctx, from, to, ttl)
 }
 
-func (b *shardedBackend) Handoff(ctx context.Context, keys Keys, from, to string, ttl time.Duration) (Grant, error) {
-	return b.shard(keys).Handoff(ctx, keys, from, to, ttl)
-}
-
-func (b *shardedBackend) Release(ctx context.Context, keys Keys, token string) error {
-	return b.shard(keys).Release(ctx, keys, token)
-}
-
-func (b *shardedBackend) ReleaseWaiters(ctx context.Context, keys Keys, token string) (bool, error) {
-	s := b.shard(keys)
-	if rw, ok := s.(remoteWaiters); ok {
-		return rw.ReleaseWaiters(ctx, keys, token)
-	}
-	return false, s.Release(ctx, keys, token)
+func (b *shardedBackend) Release(ctx context.Context, h Hold) (Released, error) {
+	return b.shard(h.Keys).Release(ctx, h)
 }
 
 // Refresh sends each shard its part of the batch, all shards at once.
@@ -148,7 +131,7 @@ func (b *shardedBackend) Refresh(ctx context.Context, reqs []RefreshRequest) []e
 	errs := make([]error, len(reqs))
 	parts := make(map[int][]int)
 	for i, r := range reqs {
-		s := rendezvous(b.seeds, hashTag(r.Keys.Lock))
+		s := b.shardOf(r.Keys)
 		parts[s] = append(parts[s], i)
 	}
 	var wg sync.WaitGroup

@@ -13,6 +13,8 @@ import (
 // (plus a short linger to avoid subscribe churn) and each notice fans out
 // to the local listeners.
 //
+// On a Ring there is one connection per shard, for the same reason.
+//
 // On a Cluster, release notices are shard channels (SSUBSCRIBE/SPUBLISH),
 // and a shard channel can only be subscribed on the primary that owns its
 // slot, so there is one connection per primary and each channel goes to
@@ -23,6 +25,7 @@ import (
 type subscriber struct {
 	rdb     redis.UniversalClient
 	cluster *redis.ClusterClient // set when sharded channels are routed per primary
+	ring    *redis.Ring          // set on a Ring: channels are routed per shard
 	sharded bool
 	linger  time.Duration
 
@@ -66,6 +69,9 @@ func newSubscriber(rdb redis.UniversalClient, sharded bool) *subscriber {
 	if cc, ok := rdb.(*redis.ClusterClient); ok && sharded {
 		s.cluster = cc
 	}
+	if r, ok := rdb.(*redis.Ring); ok {
+		s.ring = r
+	}
 	s.done = make(chan struct{})
 	return s
 }
@@ -75,11 +81,22 @@ func newSubscriber(rdb redis.UniversalClient, sharded bool) *subscriber {
 func (s *subscriber) connFor(ctx context.Context, ch string) (*subConn, error) {
 	var src redis.UniversalClient = s.rdb
 	addr := ""
-	if s.cluster != nil {
+	switch {
+	case s.cluster != nil:
 		// A shard channel lives on the primary that owns its slot: the
 		// connection is made from that node's own client, so it goes
 		// exactly where the routing decision says.
 		node, err := s.cluster.MasterForKey(ctx, ch)
+		if err != nil {
+			return nil, err
+		}
+		src, addr = node, node.Options().Addr
+	case s.ring != nil:
+		// A Ring publishes from the shard that owns the lock key (the
+		// release script runs there), and the channel shares its hash tag:
+		// listen on that shard. (A Ring's PubSub cannot start without a
+		// channel, so it is made from the shard's own client.)
+		node, err := s.ring.GetShardClientForKey(ch)
 		if err != nil {
 			return nil, err
 		}

@@ -7,14 +7,14 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/fencedlock/fencedlock/core"
+	"github.com/fencedlock/fencedlock/core/backendtest"
 	"github.com/fencedlock/fencedlock/core/locktest"
-	"github.com/fencedlock/fencedlock/internal/locksuite"
 	"github.com/fencedlock/fencedlock/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
 
-func redisHarness(t *testing.T, rdb *redis.Client) locksuite.Harness {
-	return locksuite.Harness{
+func redisHarness(t *testing.T, rdb *redis.Client) backendtest.Harness {
+	return backendtest.Harness{
 		NewClient: func(t testing.TB, opts ...core.Option) *core.Client {
 			return core.New(rdb, opts...)
 		},
@@ -36,7 +36,7 @@ func redisHarness(t *testing.T, rdb *redis.Client) locksuite.Harness {
 func TestSuite_redis(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
-	locksuite.Run(t, redisHarness(t, rdb))
+	backendtest.Run(t, redisHarness(t, rdb))
 }
 
 func TestSuite_miniredis(t *testing.T) {
@@ -46,12 +46,12 @@ func TestSuite_miniredis(t *testing.T) {
 	h := redisHarness(t, rdb)
 	h.Advance = mr.FastForward
 	h.Sections = 600 // miniredis serialises everything; keep the unit run fast
-	locksuite.Run(t, h)
+	backendtest.Run(t, h)
 }
 
 func TestSuite_locktest(t *testing.T) {
 	s := locktest.NewStore()
-	locksuite.Run(t, locksuite.Harness{
+	backendtest.Run(t, backendtest.Harness{
 		NewClient: func(t testing.TB, opts ...core.Option) *core.Client { return s.Client(opts...) },
 		DeleteKey: func(t testing.TB, key string) { s.DeleteRaw(key) },
 		Sections:  1000,

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/fencedlock/fencedlock/core"
-	"github.com/fencedlock/fencedlock/internal/locksuite"
+	"github.com/fencedlock/fencedlock/core/backendtest"
 	"github.com/fencedlock/fencedlock/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
@@ -68,7 +68,7 @@ func deleteKey(t testing.TB, nodes []redis.UniversalClient, key string) {
 
 func TestSuite_redlock(t *testing.T) {
 	nodes := nodeClients(t, addrsOf(redistest.StartN(t, 5))...)
-	locksuite.Run(t, locksuite.Harness{
+	backendtest.Run(t, backendtest.Harness{
 		NewClient: func(t testing.TB, opts ...core.Option) *core.Client { return core.NewRedlock(nodes, opts...) },
 		DeleteKey: func(t testing.TB, key string) { deleteKey(t, nodes, key) },
 		// Held in the Redlock sense: on a majority.
@@ -80,7 +80,7 @@ func TestSuite_sentinel(t *testing.T) {
 	g := redistest.StartSentinel(t)
 	rdb := g.Client(t)
 	backend := func() core.Backend { return core.NewRedisBackend(rdb, core.WithReplicaAck(1, time.Second)) }
-	locksuite.Run(t, locksuite.Harness{
+	backendtest.Run(t, backendtest.Harness{
 		NewClient: func(t testing.TB, opts ...core.Option) *core.Client { return core.NewWithBackend(backend(), opts...) },
 		DeleteKey: func(t testing.TB, key string) { deleteKey(t, []redis.UniversalClient{rdb}, key) },
 		Exists:    func(t testing.TB, key string) bool { return countKey(t, []redis.UniversalClient{rdb}, key) == 1 },
@@ -90,7 +90,7 @@ func TestSuite_sentinel(t *testing.T) {
 func TestSuite_cluster(t *testing.T) {
 	cl := redistest.StartCluster(t, 3)
 	cc := cl.Client(t)
-	locksuite.Run(t, locksuite.Harness{
+	backendtest.Run(t, backendtest.Harness{
 		NewClient: func(t testing.TB, opts ...core.Option) *core.Client { return core.New(cc, opts...) },
 		DeleteKey: func(t testing.TB, key string) { deleteKey(t, []redis.UniversalClient{cc}, key) },
 		Exists:    func(t testing.TB, key string) bool { return countKey(t, []redis.UniversalClient{cc}, key) == 1 },
@@ -99,7 +99,7 @@ func TestSuite_cluster(t *testing.T) {
 
 func TestSuite_sharded(t *testing.T) {
 	shards := nodeClients(t, addrsOf(redistest.StartN(t, 3))...)
-	locksuite.Run(t, locksuite.Harness{
+	backendtest.Run(t, backendtest.Harness{
 		NewClient: func(t testing.TB, opts ...core.Option) *core.Client { return core.NewSharded(shards, opts...) },
 		DeleteKey: func(t testing.TB, key string) { deleteKey(t, shards, key) },
 		Exists:    func(t testing.TB, key string) bool { return countKey(t, shards, key) == 1 },

@@ -34,7 +34,7 @@ func (r *renewer) add(l *Lock) {
 	if r.stopped || l.heapIdx >= 0 {
 		return
 	}
-	l.due = time.Now().Add(l.cfg.renewEvery())
+	l.due = r.c.clk.Now().Add(l.cfg.renewEvery())
 	heap.Push(&r.h, l)
 	if !r.started {
 		r.started = true
@@ -74,22 +74,24 @@ func (r *renewer) stop() {
 
 func (r *renewer) run() {
 	defer r.wg.Done()
-	t := time.NewTimer(time.Hour)
+	clk := r.c.clk
+	t := clk.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
 		r.mu.Lock()
 		next := time.Hour
 		if len(r.h) > 0 {
-			next = time.Until(r.h[0].due)
+			next = r.h[0].due.Sub(clk.Now())
 		}
 		r.mu.Unlock()
+		t.Stop()
 		t.Reset(max(next, 0))
 		select {
 		case <-r.done:
 			return
 		case <-r.wake:
 			continue
-		case <-t.C:
+		case <-t.C():
 		}
 		r.renewDue()
 	}
@@ -98,67 +100,74 @@ func (r *renewer) run() {
 // renewDue sends one batch with every lock that is due, or within half of
 // its interval of being due.
 func (r *renewer) renewDue() {
-	now := time.Now()
-	var batch []*Lock
-	timeout := time.Duration(0)
-	r.mu.Lock()
-	for len(r.h) > 0 {
-		l := r.h[0]
-		every := l.cfg.renewEvery()
-		if l.due.Sub(now) > every/2 {
-			break
-		}
-		heap.Pop(&r.h)
-		if l.cfg.maxHold > 0 && now.Sub(l.start)+l.TTL() > l.cfg.maxHold {
-			// The cap is reached: stop renewing; the lease runs out and the
-			// validity timer tells the holder.
-			continue
-		}
-		batch = append(batch, l)
-		if timeout == 0 || every < timeout {
-			timeout = every
-		}
-	}
-	r.mu.Unlock()
+	clk := r.c.clk
+	batch, reqs, timeout := r.collectDue(clk.Now())
 	if len(batch) == 0 {
 		return
 	}
-	reqs := make([]RefreshRequest, len(batch))
+	ctx, cancel := context.WithTimeout(context.Background(), max(timeout, 20*time.Millisecond))
+	sent := clk.Now()
+	errs := r.c.b.Refresh(ctx, reqs)
+	cancel()
 	for i, l := range batch {
-		reqs[i] = RefreshRequest{Keys: l.keys, Token: l.token, TTL: l.TTL()}
+		r.c.renewed(context.Background(), l, renewOutcome{sent: sent, lease: reqs[i].TTL, err: errs[i], auto: true})
+		r.reschedule(l, sent, errs[i])
 	}
-	// A renewal is useful until the earliest validity deadline in the batch:
-	// a slow one that still lands before it keeps the locks (and counts from
-	// when it was sent), so bound the call by that, not by the interval.
-	earliest := time.Duration(-1)
-	for _, l := range batch {
-		if d := time.Until(l.Deadline()); earliest < 0 || d < earliest {
+}
+
+// collectDue takes the due locks off the heap and builds their renewals.
+// Locks whose lease already ends at the WithMaxHold cap are dropped: their
+// lease runs out and the validity timer tells the holder. The timeout is
+// how long the batch is worth waiting for.
+func (r *renewer) collectDue(now time.Time) ([]*Lock, []RefreshRequest, time.Duration) {
+	var (
+		batch           []*Lock
+		reqs            []RefreshRequest
+		every, earliest time.Duration = -1, -1
+	)
+	r.mu.Lock()
+	for len(r.h) > 0 {
+		l := r.h[0]
+		e := l.cfg.renewEvery()
+		if l.due.Sub(now) > e/2 {
+			break
+		}
+		heap.Pop(&r.h)
+		req, err := l.renewal(l.TTL(), now)
+		if err != nil {
+			continue
+		}
+		batch, reqs = append(batch, l), append(reqs, req)
+		if every < 0 || e < every {
+			every = e
+		}
+		if d := l.Deadline().Sub(now); earliest < 0 || d < earliest {
 			earliest = d
 		}
 	}
-	timeout = max(timeout, earliest)
-	ctx, cancel := context.WithTimeout(context.Background(), max(timeout, 20*time.Millisecond))
-	sent := time.Now()
-	errs := r.c.b.Refresh(ctx, reqs)
-	cancel()
+	r.mu.Unlock()
+	// A renewal is useful until the earliest validity deadline in the
+	// batch: a slow one that still lands before it keeps the locks (and
+	// counts from when it was sent), so bound the call by that, not only
+	// by the interval.
+	return batch, reqs, max(every, earliest)
+}
+
+// reschedule puts l back on the heap after a renewal sent at sent.
+func (r *renewer) reschedule(l *Lock, sent time.Time, err error) {
+	held := l.isHeld()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for i, l := range batch {
-		r.mu.Unlock()
-		r.c.afterRefresh(context.Background(), l, sent, reqs[i].TTL, errs[i], true)
-		held := !l.ended()
-		r.mu.Lock()
-		if !held || r.stopped || l.heapIdx >= 0 {
-			continue
-		}
-		every := l.cfg.renewEvery()
-		if errs[i] == nil {
-			l.due = sent.Add(every)
-		} else {
-			l.due = time.Now().Add(every / 2) // retry sooner; the deadline timer bounds it
-		}
-		heap.Push(&r.h, l)
+	if !held || r.stopped || l.heapIdx >= 0 {
+		return
 	}
+	every := l.cfg.renewEvery()
+	if err == nil {
+		l.due = sent.Add(every)
+	} else {
+		l.due = r.c.clk.Now().Add(every / 2) // retry sooner; the deadline timer bounds it
+	}
+	heap.Push(&r.h, l)
 }
 
 // lockHeap orders locks by their next renewal.

@@ -321,8 +321,8 @@ type tapBackend struct {
 	held chan struct{}
 }
 
-func (b *tapBackend) Acquire(ctx context.Context, keys core.Keys, token string, ttl time.Duration) (core.Grant, error) {
-	g, err := b.Backend.Acquire(ctx, keys, token, ttl)
+func (b *tapBackend) Acquire(ctx context.Context, h core.Hold, ttl time.Duration) (core.Grant, error) {
+	g, err := b.Backend.Acquire(ctx, h, ttl)
 	if err == nil && !g.Acquired {
 		select {
 		case b.held <- struct{}{}:

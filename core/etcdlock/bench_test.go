@@ -170,7 +170,7 @@ func BenchmarkContended(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			handoff := etcdlock.NewClient(hb, core.WithHandoffLimit(core.DefaultHandoffLimit))
+			handoff := etcdlock.NewClient(hb, core.WithHandoffLimit(8))
 			defer handoff.Close()
 			own := make([]*core.Client, contenders)
 			mutexes := make([]*concurrency.Mutex, contenders)

@@ -409,7 +409,7 @@ func TestSubscribe_notifiesOnRelease(t *testing.T) {
 	cli := etcdtest.Start(t).Client(t)
 	b := newBackend(t, cli)
 	keys := core.KeysFor(core.DefaultPrefix, "sub")
-	g, err := b.Acquire(bg, keys, "tok", time.Second)
+	g, err := b.Acquire(bg, core.Hold{Keys: keys, Token: "tok"}, time.Second)
 	if err != nil || !g.Acquired {
 		t.Fatal(g, err)
 	}
@@ -424,7 +424,7 @@ func TestSubscribe_notifiesOnRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cancel()
-	if err := b.Release(bg, keys, "tok"); err != nil {
+	if _, err := b.Release(bg, core.Hold{Keys: keys, Token: "tok"}); err != nil {
 		t.Fatal(err)
 	}
 	select {

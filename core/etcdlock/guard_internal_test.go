@@ -26,17 +26,17 @@ func TestRelease_lateDoesNotDeleteNewerHolder(t *testing.T) {
 	ctx := context.Background()
 	keys := core.KeysFor(core.DefaultPrefix, "guard")
 
-	g1, err := b.Acquire(ctx, keys, "token-1", time.Second)
+	g1, err := b.Acquire(ctx, core.Hold{Keys: keys, Token: "token-1"}, time.Second)
 	if err != nil || !g1.Acquired {
 		t.Fatalf("first acquire: %+v %v", g1, err)
 	}
 	b.mu.Lock()
 	e1 := *b.held["token-1"]
 	b.mu.Unlock()
-	if err := b.Release(ctx, keys, "token-1"); err != nil {
+	if _, err := b.Release(ctx, core.Hold{Keys: keys, Token: "token-1"}); err != nil {
 		t.Fatal(err)
 	}
-	g2, err := b.Acquire(ctx, keys, "token-2", time.Second)
+	g2, err := b.Acquire(ctx, core.Hold{Keys: keys, Token: "token-2"}, time.Second)
 	if err != nil || !g2.Acquired || g2.Fence <= g1.Fence {
 		t.Fatalf("second acquire: %+v %v (first fence %d)", g2, err, g1.Fence)
 	}
@@ -47,7 +47,7 @@ func TestRelease_lateDoesNotDeleteNewerHolder(t *testing.T) {
 		t.Fatalf("entry names differ (%s, %s): the test needs a reused name", e1.key, e2.key)
 	}
 
-	if err := b.Release(ctx, keys, "token-1"); !errors.Is(err, core.ErrNotHeld) {
+	if _, err := b.Release(ctx, core.Hold{Keys: keys, Token: "token-1"}); !errors.Is(err, core.ErrNotHeld) {
 		t.Fatalf("late release by token = %v, want ErrNotHeld", err)
 	}
 	if ok, err := b.deleteGuarded(ctx, e1.key, e1.rev, ""); ok || err != nil {
@@ -60,7 +60,7 @@ func TestRelease_lateDoesNotDeleteNewerHolder(t *testing.T) {
 	if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].CreateRevision != int64(g2.Fence) {
 		t.Fatalf("the newer holder's entry is gone: %v %v", resp, err)
 	}
-	if err := b.Release(ctx, keys, "token-2"); err != nil {
+	if _, err := b.Release(ctx, core.Hold{Keys: keys, Token: "token-2"}); err != nil {
 		t.Fatal(err)
 	}
 }

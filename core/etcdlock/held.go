@@ -133,7 +133,11 @@ func (b *Backend) deleteLater(prefix string, slot int, key string, rev int64, va
 
 // Release implements core.Backend: one guarded delete. Only the waiter
 // just behind hears of it, from its watch.
-func (b *Backend) Release(ctx context.Context, keys core.Keys, token string) error {
+func (b *Backend) Release(ctx context.Context, h core.Hold) (core.Released, error) {
+	return core.Released{}, b.release(ctx, h.Token)
+}
+
+func (b *Backend) release(ctx context.Context, token string) error {
 	b.mu.Lock()
 	e := b.held[token]
 	b.mu.Unlock()
@@ -270,7 +274,8 @@ func (b *Backend) Refresh(ctx context.Context, reqs []core.RefreshRequest) []err
 // transaction only when no other entry is queued behind it; otherwise it
 // releases the lock, so the queued waiters keep their FIFO turn, and
 // returns ErrHandoffDeclined.
-func (b *Backend) Handoff(ctx context.Context, keys core.Keys, from, to string, ttl time.Duration) (core.Grant, error) {
+func (b *Backend) Handoff(ctx context.Context, h core.Hold, to string, ttl time.Duration) (core.Grant, error) {
+	keys, from := h.Keys, h.Token
 	if err := b.checkTTL(ttl); err != nil {
 		return core.Grant{}, err
 	}
@@ -320,7 +325,7 @@ func (b *Backend) Handoff(ctx context.Context, keys core.Keys, from, to string, 
 		b.drop(from, e)
 		return core.Grant{}, core.ErrNotHeld
 	}
-	if err := b.Release(ctx, keys, from); err != nil {
+	if err := b.release(ctx, from); err != nil {
 		return core.Grant{}, err
 	}
 	return core.Grant{}, ErrHandoffDeclined

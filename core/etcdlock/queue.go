@@ -28,7 +28,8 @@ func lastCreate(opts ...clientv3.OpOption) []clientv3.OpOption {
 // Acquire implements core.Backend: one attempt that never queues (the
 // Client's TryAcquire). One transaction creates the entry only if the queue
 // is empty, and otherwise reads the holder's entry for its TTL.
-func (b *Backend) Acquire(ctx context.Context, keys core.Keys, token string, ttl time.Duration) (core.Grant, error) {
+func (b *Backend) Acquire(ctx context.Context, h core.Hold, ttl time.Duration) (core.Grant, error) {
+	keys, token := h.Keys, h.Token
 	if err := b.checkTTL(ttl); err != nil {
 		return core.Grant{}, err
 	}
@@ -98,7 +99,8 @@ func (b *Backend) Acquire(ctx context.Context, keys core.Keys, token string, ttl
 // slow path under heavy write load.) Transient errors are retried for
 // WithRetryFor with the entry kept in place; a wait that gives up deletes
 // its entry.
-func (b *Backend) AcquireWait(ctx context.Context, keys core.Keys, token string, ttl time.Duration, until time.Time) (core.Grant, error) {
+func (b *Backend) AcquireWait(ctx context.Context, h core.Hold, ttl time.Duration, until time.Time) (core.Grant, error) {
+	keys, token := h.Keys, h.Token
 	if err := b.checkTTL(ttl); err != nil {
 		return core.Grant{}, err
 	}

@@ -8,16 +8,16 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/fencedlock/fencedlock/core"
+	"github.com/fencedlock/fencedlock/core/backendtest"
 	"github.com/fencedlock/fencedlock/core/etcdlock"
 	"github.com/fencedlock/fencedlock/internal/etcdtest"
-	"github.com/fencedlock/fencedlock/internal/locksuite"
 )
 
 // etcdHarness runs the behaviour suite on a cluster. The suite names the
 // Redis-style lock key; on etcd that key is the queue prefix's stem.
-func etcdHarness(t *testing.T, c *etcdtest.Cluster) locksuite.Harness {
+func etcdHarness(t *testing.T, c *etcdtest.Cluster) backendtest.Harness {
 	cli := c.Client(t)
-	return locksuite.Harness{
+	return backendtest.Harness{
 		NewClient: func(t testing.TB, opts ...core.Option) *core.Client {
 			lc, err := etcdlock.New(cli, opts...)
 			if err != nil {
@@ -61,11 +61,11 @@ func etcdHarness(t *testing.T, c *etcdtest.Cluster) locksuite.Harness {
 func TestSuite_etcd(t *testing.T) {
 	h := etcdHarness(t, etcdtest.Start(t))
 	h.Sections = 1000
-	locksuite.Run(t, h)
+	backendtest.Run(t, h)
 }
 
 func TestSuite_etcdCluster(t *testing.T) {
 	h := etcdHarness(t, etcdtest.StartCluster(t, 3))
 	h.Sections = 500
-	locksuite.Run(t, h)
+	backendtest.Run(t, h)
 }

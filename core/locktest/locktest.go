@@ -18,11 +18,20 @@ import (
 
 // Store is the shared in-memory state, like one Redis server.
 type Store struct {
+	clock  core.Clock
 	mu     sync.Mutex
 	locks  map[string]entry
 	fences map[string]uint64
-	subs   map[string]map[*func()]struct{}
+	subs   map[string]map[*subscriber]struct{}
 	down   bool
+}
+
+// subscriber is one Subscribe registration, remembered with the backend
+// (the Client) that made it so a release can tell local from remote
+// waiters.
+type subscriber struct {
+	owner  *backend
+	notify func()
 }
 
 type entry struct {
@@ -30,20 +39,37 @@ type entry struct {
 	expires time.Time // monotonic
 }
 
-// NewStore returns an empty store.
-func NewStore() *Store {
+// NewStore returns an empty store on the system clock.
+func NewStore() *Store { return NewStoreWithClock(nil) }
+
+// NewStoreWithClock returns an empty store whose leases run on clk (a
+// *Clock, typically), and whose Clients read the same clock. A nil clk
+// means the system clock.
+func NewStoreWithClock(clk core.Clock) *Store {
 	return &Store{
+		clock:  clk,
 		locks:  make(map[string]entry),
 		fences: make(map[string]uint64),
-		subs:   make(map[string]map[*func()]struct{}),
+		subs:   make(map[string]map[*subscriber]struct{}),
 	}
+}
+
+func (s *Store) now() time.Time {
+	if s.clock == nil {
+		return time.Now()
+	}
+	return s.clock.Now()
 }
 
 // New returns a Client on a fresh Store. Close it when done.
 func New(opts ...core.Option) *core.Client { return NewStore().Client(opts...) }
 
-// Client returns a new core.Client sharing s.
+// Client returns a new core.Client sharing s. When the Store has a clock,
+// the Client uses it too (options given later may override it).
 func (s *Store) Client(opts ...core.Option) *core.Client {
+	if s.clock != nil {
+		opts = append([]core.Option{core.WithClock(s.clock)}, opts...)
+	}
 	return core.NewWithBackend(&backend{s: s}, opts...)
 }
 
@@ -80,7 +106,7 @@ func (s *Store) Held(prefix, key string) bool {
 
 func (s *Store) live(k string) (entry, bool) {
 	e, ok := s.locks[k]
-	if ok && !time.Now().Before(e.expires) {
+	if ok && !s.now().Before(e.expires) {
 		delete(s.locks, k)
 		return entry{}, false
 	}
@@ -97,65 +123,71 @@ func (errStoreDown) Error() string { return "locktest: store is down" }
 
 func (b *backend) Name() string { return "memory" }
 
-func (b *backend) Acquire(_ context.Context, keys core.Keys, token string, ttl time.Duration) (core.Grant, error) {
+func (b *backend) Acquire(_ context.Context, h core.Hold, ttl time.Duration) (core.Grant, error) {
 	s := b.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.down {
 		return core.Grant{}, errDown
 	}
+	keys := h.Keys
 	if e, ok := s.live(keys.Lock); ok {
-		if e.token == token {
-			s.locks[keys.Lock] = entry{token: token, expires: time.Now().Add(ttl)}
+		if e.token == h.Token {
+			s.locks[keys.Lock] = entry{token: h.Token, expires: s.now().Add(ttl)}
 			return core.Grant{Acquired: true, Fence: s.fences[keys.Fence]}, nil
 		}
-		return core.Grant{HolderTTL: time.Until(e.expires)}, nil
+		return core.Grant{HolderTTL: e.expires.Sub(s.now())}, nil
 	}
-	s.locks[keys.Lock] = entry{token: token, expires: time.Now().Add(ttl)}
+	s.locks[keys.Lock] = entry{token: h.Token, expires: s.now().Add(ttl)}
 	s.fences[keys.Fence]++
 	return core.Grant{Acquired: true, Fence: s.fences[keys.Fence]}, nil
 }
 
-func (b *backend) Handoff(_ context.Context, keys core.Keys, from, to string, ttl time.Duration) (core.Grant, error) {
+func (b *backend) Handoff(_ context.Context, from core.Hold, to string, ttl time.Duration) (core.Grant, error) {
 	s := b.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.down {
 		return core.Grant{}, errDown
 	}
+	keys := from.Keys
 	e, ok := s.live(keys.Lock)
-	if !ok || (e.token != from && e.token != to) {
+	if !ok || (e.token != from.Token && e.token != to) {
 		return core.Grant{}, core.ErrNotHeld
 	}
-	if e.token == from {
+	if e.token == from.Token {
 		s.fences[keys.Fence]++
 	}
-	s.locks[keys.Lock] = entry{token: to, expires: time.Now().Add(ttl)}
+	s.locks[keys.Lock] = entry{token: to, expires: s.now().Add(ttl)}
 	return core.Grant{Acquired: true, Fence: s.fences[keys.Fence]}, nil
 }
 
-func (b *backend) Release(_ context.Context, keys core.Keys, token string) error {
+func (b *backend) Release(_ context.Context, h core.Hold) (core.Released, error) {
 	s := b.s
 	s.mu.Lock()
 	if s.down {
 		s.mu.Unlock()
-		return errDown
+		return core.Released{}, errDown
 	}
-	e, ok := s.live(keys.Lock)
-	if !ok || e.token != token {
+	e, ok := s.live(h.Keys.Lock)
+	if !ok || e.token != h.Token {
 		s.mu.Unlock()
-		return core.ErrNotHeld
+		return core.Released{}, core.ErrNotHeld
 	}
-	delete(s.locks, keys.Lock)
+	delete(s.locks, h.Keys.Lock)
 	var fns []func()
-	for f := range s.subs[keys.Channel] {
-		fns = append(fns, *f)
+	var rel core.Released
+	for sub := range s.subs[h.Keys.Channel] {
+		fns = append(fns, sub.notify)
+		if sub.owner != b {
+			rel.RemoteWaiters = true
+		}
 	}
 	s.mu.Unlock()
 	for _, f := range fns {
 		f()
 	}
-	return nil
+	return rel, nil
 }
 
 func (b *backend) Refresh(_ context.Context, reqs []core.RefreshRequest) []error {
@@ -173,24 +205,24 @@ func (b *backend) Refresh(_ context.Context, reqs []core.RefreshRequest) []error
 			errs[i] = core.ErrNotHeld
 			continue
 		}
-		s.locks[r.Keys.Lock] = entry{token: r.Token, expires: time.Now().Add(r.TTL)}
+		s.locks[r.Keys.Lock] = entry{token: r.Token, expires: s.now().Add(r.TTL)}
 	}
 	return errs
 }
 
 func (b *backend) Subscribe(_ context.Context, keys core.Keys, notify func()) (func(), error) {
 	s := b.s
-	f := &notify
+	sub := &subscriber{owner: b, notify: notify}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.subs[keys.Channel] == nil {
-		s.subs[keys.Channel] = make(map[*func()]struct{})
+		s.subs[keys.Channel] = make(map[*subscriber]struct{})
 	}
-	s.subs[keys.Channel][f] = struct{}{}
+	s.subs[keys.Channel][sub] = struct{}{}
 	return func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		delete(s.subs[keys.Channel], f)
+		delete(s.subs[keys.Channel], sub)
 		if len(s.subs[keys.Channel]) == 0 {
 			delete(s.subs, keys.Channel)
 		}

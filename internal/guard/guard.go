@@ -124,7 +124,7 @@ func Acquire(ctx context.Context, l core.Locker, keys []string, p Policy) (*Held
 		h.timeout = DefaultReleaseTimeout
 	}
 	for _, k := range keys {
-		if heldInContext(ctx, k) {
+		if _, held := core.HeldInContext(ctx, l, k, opts...); held {
 			continue
 		}
 		var lk *core.Lock
@@ -168,19 +168,6 @@ func (p Policy) options() []core.Option {
 		o = append(o, core.WithName(p.Name))
 	}
 	return append(o, p.Options...)
-}
-
-func heldInContext(ctx context.Context, key string) bool {
-	for _, l := range core.LocksFromContext(ctx) {
-		if l.Key() == key && l.Err() == nil {
-			select {
-			case <-l.Done():
-			default:
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // Context returns the request context carrying the locks; it is cancelled

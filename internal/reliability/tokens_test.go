@@ -77,13 +77,13 @@ func TestSecurity_forgedAndReplayedTokens(t *testing.T) {
 	}
 	for _, tok := range forged {
 		attempts += 3
-		if err := b.Release(ctx, keys, tok); !errors.Is(err, core.ErrNotHeld) {
+		if _, err := b.Release(ctx, core.Hold{Keys: keys, Token: tok}); !errors.Is(err, core.ErrNotHeld) {
 			t.Errorf("Release with %q = %v, want ErrNotHeld", tok, err)
 		}
-		if errs := b.Refresh(ctx, []core.RefreshRequest{{Keys: keys, Token: tok, TTL: time.Hour}}); !errors.Is(errs[0], core.ErrNotHeld) {
+		if errs := b.Refresh(ctx, []core.RefreshRequest{{Hold: core.Hold{Keys: keys, Token: tok}, TTL: time.Hour}}); !errors.Is(errs[0], core.ErrNotHeld) {
 			t.Errorf("Refresh with %q = %v, want ErrNotHeld", tok, errs[0])
 		}
-		if _, err := b.Handoff(ctx, keys, tok, "thief", time.Hour); !errors.Is(err, core.ErrNotHeld) {
+		if _, err := b.Handoff(ctx, core.Hold{Keys: keys, Token: tok}, "thief", time.Hour); !errors.Is(err, core.ErrNotHeld) {
 			t.Errorf("Handoff from %q = %v, want ErrNotHeld", tok, err)
 		}
 		intact("a forged token through the backend")
@@ -105,7 +105,7 @@ func TestSecurity_forgedAndReplayedTokens(t *testing.T) {
 	}
 	// A replayed acquire with the old token is not "our own retry".
 	attempts++
-	if g, err := b.Acquire(ctx, keys, oldToken, time.Hour); err != nil || g.Acquired {
+	if g, err := b.Acquire(ctx, core.Hold{Keys: keys, Token: oldToken}, time.Hour); err != nil || g.Acquired {
 		t.Errorf("Acquire with a replayed token = %+v, %v", g, err)
 	}
 	intact("a replayed acquire")

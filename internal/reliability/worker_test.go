@@ -145,7 +145,7 @@ func newWorker(t *testing.T, cfg workerConfig) *worker {
 			MaxRetryBackoff:       20 * time.Millisecond,
 		}
 	}
-	var ropts []core.RedisOption
+	var ropts []core.Option
 	if cfg.ReplicaAck > 0 {
 		ropts = append(ropts, core.WithReplicaAck(cfg.ReplicaAck, cfg.AckTimeout))
 	}

@@ -1,8 +1,18 @@
-// Package locksuite is the behaviour suite every lock backend must pass: the
-// core contract (fences, release and refresh ownership, waiting, deadlines,
-// loss notice, cancellation, invalid keys) and a non-atomic witness with its
-// negative control. Backends run it from their own tests with a Harness.
-package locksuite
+// Package backendtest is the conformance suite a core.Backend must pass,
+// for the backends in this module and for third-party ones: the core
+// contract (fences, release and refresh ownership, waiting, deadlines, loss
+// notice, cancellation, invalid keys) and a non-atomic witness with its
+// negative control, all driven through a real core.Client. A backend runs
+// it from its own tests:
+//
+//	func TestConformance(t *testing.T) {
+//		backendtest.Run(t, backendtest.Harness{
+//			NewClient: func(t testing.TB, opts ...core.Option) *core.Client {
+//				return core.NewWithBackend(newMyBackend(t), opts...)
+//			},
+//		})
+//	}
+package backendtest
 
 import (
 	"context"

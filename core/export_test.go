@@ -4,7 +4,12 @@ package core
 
 // RedlockWithoutRaise turns off the raising of lagging fence counters: the
 // negative control for the cross-node fence test.
-func RedlockWithoutRaise() RedlockOption { return func(b *redlockBackend) { b.noRaise = true } }
+func RedlockWithoutRaise() Option {
+	return &optionSpec{name: "RedlockWithoutRaise", scope: scopeRedlock, apply: func(c *config) { c.redlock.noRaise = true }}
+}
+
+// WithLocalQueue turns the local queue off for comparisons.
+func WithLocalQueue(on bool) Option { return withLocalQueue(on) }
 
 // ShardOf returns the index of the shard, among shards with these names,
 // that holds key under the default prefix.
@@ -13,5 +18,5 @@ func ShardOf(names []string, key string) int {
 	for i, n := range names {
 		seeds[i] = fnv64(n)
 	}
-	return rendezvous(seeds, hashTag(KeysFor(DefaultPrefix, key).Lock))
+	return rendezvous(seeds, KeysFor(DefaultPrefix, key).Tag)
 }

@@ -1,0 +1,250 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// acquisition is one call of Acquire or TryAcquire: what it asks for, its
+// place in the local queue and what it has seen. Its methods wait in the
+// local queue (queue.go), contend in the backend (here) and build the Lock.
+type acquisition struct {
+	c     *Client
+	key   string
+	keys  Keys
+	cfg   *config
+	until time.Time // end of the WithWait bound; zero: none
+	q     *keyQueue // the key's local queue; nil when not queued
+	stats acqStats
+}
+
+type acqStats struct {
+	attempts  int
+	contended bool
+	handoff   bool
+}
+
+// run validates the request and takes the lock, through the local queue
+// unless it is turned off.
+func (a *acquisition) run(ctx context.Context) (*Lock, error) {
+	if err := ValidateKey(a.key); err != nil {
+		return nil, err
+	}
+	if !a.cfg.validPrefix() {
+		return nil, fmt.Errorf("%w: prefix contains '{' or '}'", ErrInvalidKey)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotAcquired, err)
+	}
+	if a.cfg.maxHold > 0 && a.cfg.maxHold < a.cfg.ttl {
+		a.cfg.ttl = max(a.cfg.maxHold, minTTL) // the first lease ends at the cap too
+	}
+	a.keys = backendKeys(a.cfg.prefix, a.key)
+	if a.cfg.wait > 0 {
+		a.until = a.c.clk.Now().Add(a.cfg.wait)
+	}
+	if !a.cfg.localQueue {
+		if a.c.isClosed() {
+			return nil, ErrClosed
+		}
+		return a.contend(ctx)
+	}
+	return a.queueUp(ctx)
+}
+
+// contend asks the backend until it grants the lock, the wait bound passes
+// or ctx ends. Between attempts it sleeps until a release notice arrives or
+// the holder's lease runs out; it never polls on a fixed timer.
+func (a *acquisition) contend(ctx context.Context) (*Lock, error) {
+	if nw, ok := a.c.b.(NativeWaiter); ok && a.cfg.wait != 0 {
+		return a.contendNative(ctx, nw)
+	}
+	// One token for every attempt: a retry that finds it holds the lock is
+	// our own earlier attempt that landed.
+	h := Hold{Keys: a.keys, Token: newToken()}
+	n := &notices{ch: make(chan struct{}, 1)}
+	defer n.stop()
+	for {
+		g, sent, err := a.attempt(ctx, h)
+		if err != nil {
+			return nil, err
+		}
+		if g.Acquired {
+			return a.newLock(h.Token, g.Fence, sent), nil
+		}
+		if n.woken {
+			n.lostRaces++
+		}
+		if a.cfg.wait == 0 || a.waitOver() {
+			return nil, notAcquired(g.HolderTTL, a.stats.attempts, nil)
+		}
+		if err := a.pause(ctx, n, g.HolderTTL); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// attempt makes one backend call.
+func (a *acquisition) attempt(ctx context.Context, h Hold) (Grant, time.Time, error) {
+	a.stats.attempts++
+	sent := a.c.clk.Now()
+	g, err := a.c.b.Acquire(ctx, h, a.cfg.ttl)
+	if err != nil {
+		// The command may have reached the backend before the failure:
+		// undo it best-effort, off the caller's path.
+		a.c.undoAcquire(h, a.cfg)
+		a.sawHolder(false, 0)
+		if cerr := ctxErr(ctx); cerr != nil {
+			return g, sent, notAcquired(0, a.stats.attempts, cerr)
+		}
+		return g, sent, err
+	}
+	if !g.Acquired {
+		a.stats.contended = true
+		a.sawHolder(true, g.HolderTTL)
+	}
+	return g, sent, nil
+}
+
+func (a *acquisition) waitOver() bool {
+	return !a.until.IsZero() && !a.c.clk.Now().Before(a.until)
+}
+
+// notices is one contender's subscription to the key's release notices.
+type notices struct {
+	ch        chan struct{} // buffered(1)
+	unsub     func()
+	woken     bool // the last pause ended with a notice
+	lostRaces int  // attempts after a notice that found the lock taken again
+}
+
+func (n *notices) notify() {
+	select {
+	case n.ch <- struct{}{}:
+	default:
+	}
+}
+
+func (n *notices) stop() {
+	if n.unsub != nil {
+		n.unsub()
+	}
+}
+
+// pause waits for the next attempt: right away after subscribing (a
+// release between the attempt and the subscription would otherwise be
+// missed), else until a release notice or the holder's lease runs out.
+func (a *acquisition) pause(ctx context.Context, n *notices, holderTTL time.Duration) error {
+	c := a.c
+	wait := max(holderTTL, time.Millisecond)
+	if !a.until.IsZero() {
+		wait = min(wait, a.until.Sub(c.clk.Now()))
+	}
+	n.woken = false
+	if n.unsub == nil {
+		sctx, cancel := context.WithTimeout(ctx, wait)
+		u, err := c.b.Subscribe(sctx, a.keys, n.notify)
+		cancel()
+		switch {
+		case err == nil:
+			n.unsub = u
+			return nil
+		case ctx.Err() != nil:
+			return notAcquired(holderTTL, a.stats.attempts, ctx.Err())
+		case errors.Is(err, ErrClosed):
+			return ErrClosed
+		}
+		// No subscription (slow or failing pub/sub): the lease timer below
+		// still bounds the wait.
+	}
+	t := c.clk.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-n.ch:
+		n.woken = true
+	case <-t.C():
+		return nil
+	case <-ctx.Done():
+		return notAcquired(holderTTL, a.stats.attempts, ctx.Err())
+	case <-c.closeCh:
+		return ErrClosed
+	}
+	// Every process waiting on the key got the same notice, in the order
+	// the server keeps its subscribers: without a random spread the first
+	// subscriber would win every time. The spread shrinks with the races
+	// this waiter already lost, so the longest-waiting process tends to go
+	// first.
+	j := time.Duration(rand.Int64N(int64(noticeSpread) / int64(1+n.lostRaces)))
+	if err := c.sleep(ctx, j); err != nil {
+		return notAcquired(holderTTL, a.stats.attempts, err)
+	}
+	return nil
+}
+
+// contendNative lets a backend that queues waiters itself do the waiting.
+func (a *acquisition) contendNative(ctx context.Context, nw NativeWaiter) (*Lock, error) {
+	h := Hold{Keys: a.keys, Token: newToken()}
+	a.stats.attempts++
+	sent := a.c.clk.Now()
+	g, err := nw.AcquireWait(ctx, h, a.cfg.ttl, a.until)
+	if err != nil {
+		a.c.undoAcquire(h, a.cfg)
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, notAcquired(0, a.stats.attempts, cerr)
+		}
+		return nil, err
+	}
+	if !g.Acquired {
+		a.stats.contended = true
+		return nil, notAcquired(g.HolderTTL, a.stats.attempts, nil)
+	}
+	// The wait may have been long: the lease runs from the send time the
+	// backend reports for the command that granted (or last renewed) it.
+	if !g.Sent.IsZero() {
+		sent = g.Sent
+	}
+	return a.newLock(h.Token, g.Fence, sent), nil
+}
+
+func (a *acquisition) newLock(token string, fence uint64, sent time.Time) *Lock {
+	return a.c.newLock(a.key, a.cfg, Hold{Keys: a.keys, Token: token}, fence, sent)
+}
+
+func notAcquired(retryAfter time.Duration, attempts int, cause error) error {
+	ce := &ContentionError{RetryAfter: retryAfter, Attempts: attempts}
+	if cause != nil {
+		return fmt.Errorf("%w: %w", ce, cause)
+	}
+	return ce
+}
+
+// sleep waits d on the Client's clock, or until ctx ends.
+func (c *Client) sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := c.clk.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ctxErr is ctx.Err(), except that a deadline already in the past counts
+// as exceeded even if the context's own timer has not fired yet (go-redis
+// turns the deadline into a socket timeout that can fire first).
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
