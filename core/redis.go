@@ -126,7 +126,14 @@ func (b *redisBackend) Handoff(ctx context.Context, from Hold, to string, ttl ti
 	if b.ackReplicas > 0 {
 		return b.handoffAcked(ctx, from, to, ttl)
 	}
-	res, err := handoffScript.Run(ctx, b.rdb, []string{from.Keys.Lock, from.Keys.Fence}, from.Token, to, ms(ttl), fenceTTL(ttl)).Int64Slice()
+	return b.runHandoff(ctx, from, to, ttl)
+}
+
+// runHandoff runs handoff.lua on this server; extra goes after the
+// script's standard arguments (a Redlock node's fence seed).
+func (b *redisBackend) runHandoff(ctx context.Context, from Hold, to string, ttl time.Duration, extra ...any) (Grant, error) {
+	args := append([]any{from.Token, to, ms(ttl), fenceTTL(ttl)}, extra...)
+	res, err := handoffScript.Run(ctx, b.rdb, []string{from.Keys.Lock, from.Keys.Fence}, args...).Int64Slice()
 	if err != nil {
 		return Grant{}, redisErr(ctx, err)
 	}

@@ -41,15 +41,7 @@ func (b *redlockBackend) Handoff(ctx context.Context, from Hold, to string, ttl 
 	keys := from.Keys
 	return b.grant(ctx, &grantCall{op: "hand-off", keys: keys, ttl: ttl, token: to, undo: []string{to, from.Token},
 		run: func(ctx context.Context, n *redisBackend) (Grant, error) {
-			res, err := handoffScript.Run(ctx, n.rdb, []string{keys.Lock, keys.Fence}, from.Token, to, ms(ttl), fenceTTL(ttl), seed).Int64Slice()
-			if err != nil {
-				return Grant{}, redisErr(ctx, err)
-			}
-			g, err := grantFrom(res)
-			if err == nil && !g.Acquired {
-				return g, ErrNotHeld
-			}
-			return g, err
+			return n.runHandoff(ctx, from, to, ttl, seed)
 		}})
 }
 
