@@ -52,11 +52,17 @@ type Backend interface {
 	Close() error
 }
 
-// Hold names one hold of a lock in a backend: the key and the secret owner
-// token that holds (or asks for) it.
+// Hold names one hold of a lock in a backend: the key, the secret owner
+// token that holds (or asks for) it and, once granted, its fence.
 type Hold struct {
 	Keys  Keys
 	Token string
+	// Fence is the fence the backend granted; zero in Acquire. Release
+	// uses it to recognise a hold that is gone with no holder after it
+	// (a re-sent release); a multi-node backend that re-creates the hold
+	// on a node that lost it (a Redlock node restarted empty) raises that
+	// node's fence counter to it.
+	Fence uint64
 }
 
 // Grant is the answer of Backend.Acquire and Backend.Handoff.
@@ -83,10 +89,6 @@ type Released struct {
 type RefreshRequest struct {
 	Hold
 	TTL time.Duration
-	// Fence is the hold's fence. A multi-node backend that re-creates the
-	// hold on a node that lost it (a Redlock node restarted empty) raises
-	// that node's fence counter to it.
-	Fence uint64
 }
 
 // NativeWaiter is implemented by backends that queue waiters themselves

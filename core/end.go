@@ -132,11 +132,11 @@ func (c *Client) release(ctx context.Context, l *Lock) error {
 	}
 	r, err := c.b.Release(ctx, l.hold())
 	if errors.Is(err, ErrNotHeld) {
-		// Our token is gone: the lease ran out, or something removed it
-		// (eviction, a failover, an operator). Report the loss even inside
-		// the validity deadline; a release that the Redis client re-sent
-		// after an ambiguous network error also lands here, and a false
-		// alarm is the safe side of that ambiguity.
+		// Our token is gone and someone may have held the key after us:
+		// the lease ran out, or something removed it (a failover, an
+		// operator's forced release). Report the loss even inside the
+		// validity deadline. (A re-sent release of our own token is no
+		// loss: the backend recognises it by the fence and answers nil.)
 		cause := lostAtRelease()
 		if valid {
 			cause = fmt.Errorf("%w: token removed before its lease ended", ErrLost)

@@ -197,3 +197,34 @@ func (h *rttCounterT) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (h *rttCounterT) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
 }
+
+// TestTryAcquire_outage_isUnavailableNotContention: with Redis down, a
+// fail-fast request for a key whose local head is still trying to reach
+// Redis is refused as unavailable (503), never as "held by another owner"
+// (409): nobody holds it (defect 8).
+func TestTryAcquire_outage_isUnavailableNotContention(t *testing.T) {
+	srv := redistest.Start(t)
+	c := core.New(srv.Client(t))
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := context.Background()
+	warm, err := c.Acquire(ctx, "other") // a pooled connection, then the outage
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = warm.Release(ctx)
+	srv.Kill()
+	head := make(chan error, 1)
+	go func() {
+		_, err := c.Acquire(ctx, "down", core.WithWait(2*time.Second))
+		head <- err
+	}()
+	time.Sleep(5 * time.Millisecond) // the head is dialling
+	_, err = c.TryAcquire(ctx, "down")
+	var ce *core.ContentionError
+	if errors.As(err, &ce) || errors.Is(err, core.ErrNotAcquired) || !errors.Is(err, core.ErrUnavailable) {
+		t.Fatalf("TryAcquire during the outage = %v; want ErrUnavailable, not contention", err)
+	}
+	if err := <-head; !errors.Is(err, core.ErrUnavailable) {
+		t.Fatalf("head = %v; want ErrUnavailable", err)
+	}
+}

@@ -166,7 +166,7 @@ func (l *Lock) afterEnd(f func()) (stop func()) {
 	}
 }
 
-func (l *Lock) hold() Hold { return Hold{Keys: l.keys, Token: l.token} }
+func (l *Lock) hold() Hold { return Hold{Keys: l.keys, Token: l.token, Fence: l.fence} }
 
 func (l *Lock) info() LockInfo {
 	return LockInfo{Key: l.key, Name: l.cfg.name, Prefix: l.prefix, Backend: l.c.b.Name()}

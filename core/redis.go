@@ -167,11 +167,22 @@ func (b *redisBackend) publishCmd() string {
 
 // Release runs the release script: compare, delete, publish. Its answer
 // counts the notice's receivers; the backend's own subscription (a waiter
-// of this Client) is not a remote one.
+// of this Client) is not a remote one. A key that is gone while the fence
+// counter still stands at the hold's fence had no holder after us: that is
+// our own earlier send of this release (go-redis re-sends after an
+// ambiguous network error), so it is a release, not a loss.
 func (b *redisBackend) Release(ctx context.Context, h Hold) (Released, error) {
-	n, err := releaseScript.Run(ctx, b.rdb, []string{h.Keys.Lock, h.Keys.Channel}, h.Token, b.publishCmd()).Int64()
+	keys := []string{h.Keys.Lock, h.Keys.Channel, h.Keys.Fence}
+	args := []any{h.Token, b.publishCmd()}
+	if h.Fence > 0 {
+		args = append(args, strconv.FormatUint(h.Fence, 10))
+	}
+	n, err := releaseScript.Run(ctx, b.rdb, keys, args...).Int64()
 	if err != nil {
 		return Released{}, redisErr(ctx, err)
+	}
+	if n == -1 {
+		return Released{}, nil
 	}
 	if n < 1 {
 		return Released{}, ErrNotHeld
@@ -211,10 +222,11 @@ func (b *redisBackend) renewOrRecreate(ctx context.Context, reqs []RefreshReques
 }
 
 // errRecreated reports a Redlock node on which renewOrRecreate found the key
-// missing and re-created it. It does not count towards the renewing quorum:
-// only nodes that still held the token do, so a hold that vanished from a
-// quorum of nodes is lost, not revived.
-var errRecreated = fmt.Errorf("%w: re-created on a node that had lost it", ErrNotHeld)
+// missing and re-created it (the node restarted empty). The Redlock
+// renewal counts it towards the quorum, as long as at least one node still
+// held the token: a hold that vanished from every node is lost, not
+// revived. It is not ErrNotHeld.
+var errRecreated = errors.New("core: re-created on a node that had lost it")
 
 func refreshArgs(r RefreshRequest) ([]string, []any) {
 	return []string{r.Keys.Lock}, []any{r.Token, ms(r.TTL)}

@@ -202,6 +202,8 @@ func (b *redlockBackend) Release(ctx context.Context, h Hold) (Released, error) 
 // restarted empty) gets it back, with its fence counter raised to the
 // hold's fence, and counts towards the quorum: otherwise the renewing
 // majority would erode node by node while the holder believes it is safe.
+// At least one node must still have held the token; a hold gone from every
+// node is not revived.
 func (b *redlockBackend) Refresh(ctx context.Context, reqs []RefreshRequest) []error {
 	errs := make([]error, len(reqs))
 	if len(reqs) == 0 {
@@ -222,40 +224,14 @@ func (b *redlockBackend) Refresh(ctx context.Context, reqs []RefreshRequest) []e
 		}
 		return errs
 	}
-	ok := make([]int, len(reqs))
-	notHeld := make([]int, len(reqs))
-	causes := make([]error, len(reqs))
-	decided := func(i int) bool { return ok[i] >= q || notHeld[i] > n-q }
-	open := len(reqs)
+	t := newRenewTally(len(reqs), n, q)
 	rd.collect(ctx, time.Now().Add(timeout), func(r reply[[]error]) bool {
-		for i, e := range r.val {
-			was := decided(i)
-			switch {
-			case e == nil:
-				ok[i]++
-			case errors.Is(e, ErrNotHeld):
-				notHeld[i]++
-			case causes[i] == nil:
-				causes[i] = e
-			}
-			if !was && decided(i) {
-				open--
-			}
-		}
-		return open == 0
+		return t.add(r.val)
 	})
 	rd.finish(nil, nil)
 	cerr := ctxErr(ctx)
 	for i := range reqs {
-		switch {
-		case ok[i] >= q:
-		case notHeld[i] > n-q:
-			errs[i] = ErrNotHeld
-		case cerr != nil:
-			errs[i] = cerr
-		default:
-			errs[i] = &quorumError{op: "refresh", ok: ok[i], n: n, q: q, cause: causes[i]}
-		}
+		errs[i] = t.verdict(i, cerr)
 	}
 	return errs
 }
@@ -283,4 +259,63 @@ func (b *redlockBackend) Close() error {
 	}
 	b.wg.Wait()
 	return nil
+}
+
+// renewTally counts one Redlock renewal round's node answers per lease.
+type renewTally struct {
+	n, q     int
+	ok       []int // extended or re-created
+	extended []int // still held the token
+	notHeld  []int
+	causes   []error
+	open     int // leases not yet decided
+}
+
+func newRenewTally(leases, n, q int) *renewTally {
+	return &renewTally{
+		n: n, q: q, open: leases,
+		ok: make([]int, leases), extended: make([]int, leases),
+		notHeld: make([]int, leases), causes: make([]error, leases),
+	}
+}
+
+func (t *renewTally) decided(i int) bool {
+	return t.ok[i] >= t.q && t.extended[i] > 0 || t.notHeld[i] > t.n-t.q
+}
+
+// add counts one node's answers and reports whether every lease is decided.
+func (t *renewTally) add(errs []error) bool {
+	for i, e := range errs {
+		was := t.decided(i)
+		switch {
+		case e == nil:
+			t.ok[i]++
+			t.extended[i]++
+		case errors.Is(e, errRecreated):
+			t.ok[i]++
+		case errors.Is(e, ErrNotHeld):
+			t.notHeld[i]++
+		case t.causes[i] == nil:
+			t.causes[i] = e
+		}
+		if !was && t.decided(i) {
+			t.open--
+		}
+	}
+	return t.open == 0
+}
+
+// verdict is lease i's result: a quorum renewed (with at least one node
+// that still held it), not held, or a quorum error.
+func (t *renewTally) verdict(i int, cerr error) error {
+	switch {
+	case t.ok[i] >= t.q && t.extended[i] > 0:
+		return nil
+	case t.notHeld[i] > t.n-t.q || t.ok[i] >= t.q:
+		return ErrNotHeld
+	case cerr != nil:
+		return cerr
+	default:
+		return &quorumError{op: "refresh", ok: t.ok[i], n: t.n, q: t.q, cause: t.causes[i]}
+	}
 }

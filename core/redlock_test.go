@@ -3,6 +3,7 @@ package core_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
@@ -294,18 +295,20 @@ func TestRedlock_wake_withNodesDown(t *testing.T) {
 }
 
 // scriptCounter counts the script calls a client sends, by their number
-// of arguments: acquire 9 (EVALSHA sha 2 lock fence token ms ms seed),
-// release 7, any other script (the fence raise: 6) is "other".
+// of keys and arguments: acquire has 2 keys and 4 arguments (EVALSHA sha 2
+// lock fence token ms ms seed), release 3 keys (lock, channel, fence
+// counter); any other script (the fence raise) is "other".
 type scriptCounter struct{ acquire, release, other atomic.Int64 }
 
 func (h *scriptCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *scriptCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if name := cmd.Name(); name == "evalsha" || name == "eval" {
-			switch len(cmd.Args()) {
-			case 9:
+			args := cmd.Args()
+			switch nk := fmt.Sprint(args[2]); {
+			case nk == "2" && len(args) == 9:
 				h.acquire.Add(1)
-			case 7:
+			case nk == "3":
 				h.release.Add(1)
 			default:
 				h.other.Add(1)
@@ -352,5 +355,45 @@ func TestRedlock_oneRoundTripPerNode(t *testing.T) {
 		if a != n || r != n || o != 0 {
 			t.Errorf("node %d: %d acquire, %d release, %d other calls for %d cycles", i, a, r, o, n)
 		}
+	}
+}
+
+// TestRedlock_watchdog_nodesRestartedEmpty: two of three nodes lose every
+// key (restarted empty) while a lock is held; the watchdog re-creates it
+// there and keeps a quorum, so another Client still cannot take it
+// (defect 4: the renewing quorum used to erode).
+func TestRedlock_watchdog_nodesRestartedEmpty(t *testing.T) {
+	s := startRedlockSet(t, 3)
+	c, other := s.client(), s.client()
+	ctx := context.Background()
+	const key = "restarted"
+	l, err := c.Acquire(ctx, key, core.WithTTL(600*time.Millisecond), core.WithAutoRefresh(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The two nodes keep restarting empty for well past the lease: every
+	// renewal finds the key missing there.
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		for _, d := range s.direct[:2] {
+			if err := d.FlushAll(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	time.Sleep(250 * time.Millisecond) // one more renewal round
+	select {
+	case <-l.Done():
+		t.Fatalf("lost after two nodes restarted empty: %v", l.Err())
+	default:
+	}
+	lock := core.KeysFor(core.DefaultPrefix, key).Lock
+	if n := countKey(t, s.direct, lock); n != 3 {
+		t.Fatalf("lock on %d of 3 nodes; want it re-created on all", n)
+	}
+	if _, err := other.TryAcquire(ctx, key); !errors.Is(err, core.ErrNotAcquired) {
+		t.Fatalf("another Client's TryAcquire = %v; want ErrNotAcquired", err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -34,7 +34,7 @@ func (l *Lock) renewal(ttl time.Duration, now time.Time) (RefreshRequest, error)
 			ttl, l.capped = left, true
 		}
 	}
-	return RefreshRequest{Hold: Hold{Keys: l.keys, Token: l.token}, TTL: ttl, Fence: l.fence}, nil
+	return RefreshRequest{Hold: l.hold(), TTL: ttl}, nil
 }
 
 func (c *Client) refresh(ctx context.Context, l *Lock, ttl time.Duration) error {

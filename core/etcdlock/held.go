@@ -77,7 +77,7 @@ func (b *Backend) expire(token string, e *entry) {
 	}
 	delete(b.held, token)
 	b.mu.Unlock()
-	b.deleteLater(e.prefix, e.slot, e.key, e.rev, "", e.sess)
+	b.deleteLater(doomed{prefix: e.prefix, slot: e.slot, key: e.key, rev: e.rev}, e.sess)
 }
 
 // deleteGuarded deletes key only if it is still the entry created at rev
@@ -100,19 +100,29 @@ func (b *Backend) deleteGuarded(ctx context.Context, key string, rev int64, val 
 	return resp.Succeeded, nil
 }
 
+// doomed names a queue entry to delete: by create revision (rev) or, for
+// an entry whose revision is unknown, by value (val).
+type doomed struct {
+	prefix string
+	slot   int
+	key    string
+	rev    int64
+	val    string
+}
+
 // deleteLater deletes an entry in the background, retrying until it is
 // gone, its lease is gone, or the Backend closes (whose revoke then removes
 // it), and then frees its slot.
-func (b *Backend) deleteLater(prefix string, slot int, key string, rev int64, val string, s *session) {
+func (b *Backend) deleteLater(d doomed, s *session) {
 	var dead <-chan struct{}
 	if s != nil {
 		dead = s.dead
 	}
 	started := b.goBackground(func() {
-		defer b.freeSlot(prefix, slot)
+		defer b.freeSlot(d.prefix, d.slot)
 		for n := 0; ; n++ {
 			ctx, cancel := context.WithTimeout(b.ctx, opTimeout)
-			_, err := b.deleteGuarded(ctx, key, rev, val)
+			_, err := b.deleteGuarded(ctx, d.key, d.rev, d.val)
 			cancel()
 			if err == nil || b.ctx.Err() != nil {
 				return
@@ -127,7 +137,7 @@ func (b *Backend) deleteLater(prefix string, slot int, key string, rev int64, va
 		}
 	})
 	if !started {
-		b.freeSlot(prefix, slot)
+		b.freeSlot(d.prefix, d.slot)
 	}
 }
 
@@ -160,7 +170,7 @@ func (b *Backend) release(ctx context.Context, token string) error {
 		}
 		b.mu.Unlock()
 		if mine {
-			b.deleteLater(e.prefix, e.slot, e.key, e.rev, "", e.sess)
+			b.deleteLater(doomed{prefix: e.prefix, slot: e.slot, key: e.key, rev: e.rev}, e.sess)
 		}
 		return unavailable("release", err)
 	}
@@ -176,27 +186,60 @@ func (b *Backend) release(ctx context.Context, token string) error {
 // each entry still exists with its revision, plus a lease renewal only when
 // the keep-alive has not already covered the new TTL.
 func (b *Backend) Refresh(ctx context.Context, reqs []core.RefreshRequest) []error {
-	errs := make([]error, len(reqs))
 	sent := time.Now()
-	type item struct {
-		i     int
-		token string
-		e     *entry
+	p := b.planRefresh(reqs, sent)
+	for _, it := range p.gone {
+		b.drop(it.token, it.e)
 	}
-	items := make([]item, 0, len(reqs))
-	var gone []item // entries of a lease the server no longer has
-	need := map[*session]time.Duration{}
+	if len(p.items) == 0 {
+		return p.errs
+	}
+	r := b.refreshRound(ctx, p, sent)
+	for j, it := range p.items {
+		switch lerr := r.leaseErr[it.e.sess]; {
+		case r.readErr[j] != nil:
+			p.errs[it.i] = unavailable("refresh", r.readErr[j])
+		case r.found[j] != it.e.rev, errors.Is(lerr, errLeaseGone):
+			b.drop(it.token, it.e)
+			p.errs[it.i] = core.ErrNotHeld
+		case lerr != nil:
+			p.errs[it.i] = lerr
+		}
+	}
+	return p.errs
+}
+
+// refreshItem is one lease of a Refresh batch that this backend holds.
+type refreshItem struct {
+	i     int
+	token string
+	e     *entry
+}
+
+// refreshPlan sorts a Refresh batch: leases to renew (items), entries of a
+// lease the server no longer has (gone), the TTL each session must cover
+// (need) and the answers already known (errs).
+type refreshPlan struct {
+	errs  []error
+	items []refreshItem
+	gone  []refreshItem
+	need  map[*session]time.Duration
+}
+
+func (b *Backend) planRefresh(reqs []core.RefreshRequest, sent time.Time) refreshPlan {
+	p := refreshPlan{errs: make([]error, len(reqs)), need: map[*session]time.Duration{}}
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	for i, r := range reqs {
 		if err := b.checkTTL(r.TTL); err != nil {
-			errs[i] = err
+			p.errs[i] = err
 			continue
 		}
 		e := b.held[r.Token]
 		if e == nil || e.sess.isDead {
-			errs[i] = core.ErrNotHeld
+			p.errs[i] = core.ErrNotHeld
 			if e != nil {
-				gone = append(gone, item{i, r.Token, e})
+				p.gone = append(p.gone, refreshItem{i, r.Token, e})
 			}
 			continue
 		}
@@ -207,66 +250,66 @@ func (b *Backend) Refresh(ctx context.Context, reqs []core.RefreshRequest) []err
 		if x := sent.Add(r.TTL); x.After(e.expires) {
 			e.expires = x
 		}
-		items = append(items, item{i, r.Token, e})
-		need[e.sess] = max(need[e.sess], r.TTL)
+		p.items = append(p.items, refreshItem{i, r.Token, e})
+		p.need[e.sess] = max(p.need[e.sess], r.TTL)
 	}
-	b.mu.Unlock()
-	for _, it := range gone {
-		b.drop(it.token, it.e)
-	}
-	if len(items) == 0 {
-		return errs
-	}
+	return p
+}
 
+// refreshAnswers is what one refresh round learnt: per session, whether
+// its lease covers the TTL; per item, the key's create revision (0:
+// missing) or the read error.
+type refreshAnswers struct {
+	leaseErr map[*session]error
+	found    []int64
+	readErr  []error
+}
+
+// refreshRound extends the sessions' leases and reads the keys, in
+// parallel, batched to the server's transaction size.
+func (b *Backend) refreshRound(ctx context.Context, p refreshPlan, sent time.Time) refreshAnswers {
 	var wg sync.WaitGroup
 	var lmu sync.Mutex
-	leaseErr := make(map[*session]error, len(need))
-	for s, ttl := range need {
+	r := refreshAnswers{
+		leaseErr: make(map[*session]error, len(p.need)),
+		found:    make([]int64, len(p.items)),
+		readErr:  make([]error, len(p.items)),
+	}
+	for s, ttl := range p.need {
 		wg.Go(func() {
 			if err := b.cover(ctx, s, sent, ttl); err != nil {
 				lmu.Lock()
-				leaseErr[s] = err
+				r.leaseErr[s] = err
 				lmu.Unlock()
 			}
 		})
 	}
-	found := make([]int64, len(items)) // create revision seen, 0: missing
-	readErr := make([]error, len(items))
-	for lo := 0; lo < len(items); lo += b.cfg.maxTxnOps {
-		hi := min(lo+b.cfg.maxTxnOps, len(items))
-		wg.Go(func() {
-			ops := make([]clientv3.Op, 0, hi-lo)
-			for _, it := range items[lo:hi] {
-				ops = append(ops, clientv3.OpGet(it.e.key, clientv3.WithKeysOnly()))
-			}
-			tctx, cancel := bound(ctx)
-			resp, err := b.cli.Txn(tctx).Then(ops...).Commit()
-			cancel()
-			for j := lo; j < hi; j++ {
-				if err != nil {
-					readErr[j] = err
-					continue
-				}
-				if kvs := resp.Responses[j-lo].GetResponseRange().GetKvs(); len(kvs) == 1 {
-					found[j] = kvs[0].CreateRevision
-				}
-			}
-		})
+	for lo := 0; lo < len(p.items); lo += b.cfg.maxTxnOps {
+		hi := min(lo+b.cfg.maxTxnOps, len(p.items))
+		wg.Go(func() { b.readKeys(ctx, p.items, lo, hi, r) })
 	}
 	wg.Wait()
+	return r
+}
 
-	for j, it := range items {
-		switch lerr := leaseErr[it.e.sess]; {
-		case readErr[j] != nil:
-			errs[it.i] = unavailable("refresh", readErr[j])
-		case found[j] != it.e.rev, errors.Is(lerr, errLeaseGone):
-			b.drop(it.token, it.e)
-			errs[it.i] = core.ErrNotHeld
-		case lerr != nil:
-			errs[it.i] = lerr
+// readKeys reads the keys of items[lo:hi] in one transaction.
+func (b *Backend) readKeys(ctx context.Context, items []refreshItem, lo, hi int, r refreshAnswers) {
+	ops := make([]clientv3.Op, 0, hi-lo)
+	for _, it := range items[lo:hi] {
+		ops = append(ops, clientv3.OpGet(it.e.key, clientv3.WithKeysOnly()))
+	}
+	tctx, cancel := bound(ctx)
+	resp, err := b.cli.Txn(tctx).Then(ops...).Commit()
+	cancel()
+	for j := lo; j < hi; j++ {
+		if err != nil {
+			r.readErr[j] = err
+			continue
+		}
+		if kvs := resp.Responses[j-lo].GetResponseRange().GetKvs(); len(kvs) == 1 {
+			r.found[j] = kvs[0].CreateRevision
 		}
 	}
-	return errs
 }
 
 // Handoff implements core.Backend for clients that enable hand-offs
@@ -311,7 +354,7 @@ func (b *Backend) Handoff(ctx context.Context, h core.Hold, to string, ttl time.
 		}
 		// Either both happened or neither: the new entry, if any, goes
 		// (by its value); the old one stays held until its TTL.
-		b.deleteLater(pfx, slot, ne.key, 0, val, s)
+		b.deleteLater(doomed{prefix: pfx, slot: slot, key: ne.key, val: val}, s)
 		return core.Grant{}, unavailable("hand-off", err)
 	}
 	if resp.Succeeded {

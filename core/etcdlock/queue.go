@@ -63,7 +63,7 @@ func (b *Backend) Acquire(ctx context.Context, h core.Hold, ttl time.Duration) (
 					continue
 				}
 			} else { // the entry may have been created: remove it by its value
-				b.deleteLater(pfx, slot, e.key, 0, val, s)
+				b.deleteLater(doomed{prefix: pfx, slot: slot, key: e.key, val: val}, s)
 			}
 			return core.Grant{}, unavailable("acquire", err)
 		}
@@ -149,30 +149,9 @@ const (
 )
 
 func (w *waiter) run(ctx context.Context, untilC <-chan time.Time) (core.Grant, error) {
-	var failing time.Time // start of a run of failed steps
-	fails := 0
+	var f failures
 	for {
-		var (
-			out  outcome
-			err  error
-			from = time.Now()
-		)
-		switch {
-		case w.rev == 0:
-			out, err = w.enqueue(ctx)
-		case w.pred == "":
-			out, err = w.check(ctx)
-		default:
-			out, err = w.waitPred(ctx, untilC)
-		}
-		if out == predGone {
-			w.pred = ""
-			if w.onlyAhead && w.b.alive(w.sess) {
-				// It held the lock, nobody else was ahead, and our entry
-				// still lives: no need to ask.
-				out, from = granted, time.Now()
-			}
-		}
+		out, from, err := w.step(ctx, untilC)
 		if out == granted {
 			err = w.b.cover(ctx, w.sess, from, w.ttl)
 			if err == nil {
@@ -196,25 +175,67 @@ func (w *waiter) run(ctx context.Context, untilC <-chan time.Time) (core.Grant, 
 			return w.giveUp(ctx, nil)
 		}
 		if err == nil {
-			failing, fails = time.Time{}, 0
+			f = failures{}
 			continue
 		}
-		if !transient(err) {
-			return w.giveUp(ctx, err)
+		if stop, cause := w.pauseAfter(ctx, untilC, &f, err); stop {
+			return w.giveUp(ctx, cause)
 		}
-		if failing.IsZero() {
-			failing = time.Now()
-		} else if time.Since(failing) > w.b.cfg.retryFor {
-			return w.giveUp(ctx, unavailable("wait", err))
+	}
+}
+
+// step takes the next step of the wait: queue up, check the queue, or
+// watch the entry ahead. It reports what it found and when it asked.
+func (w *waiter) step(ctx context.Context, untilC <-chan time.Time) (outcome, time.Time, error) {
+	var (
+		out  outcome
+		err  error
+		from = time.Now()
+	)
+	switch {
+	case w.rev == 0:
+		out, err = w.enqueue(ctx)
+	case w.pred == "":
+		out, err = w.check(ctx)
+	default:
+		out, err = w.waitPred(ctx, untilC)
+	}
+	if out == predGone {
+		w.pred = ""
+		if w.onlyAhead && w.b.alive(w.sess) {
+			// It held the lock, nobody else was ahead, and our entry
+			// still lives: no need to ask.
+			out, from = granted, time.Now()
 		}
-		fails++
-		select {
-		case <-time.After(backoff(fails - 1)):
-		case <-ctx.Done():
-			return w.giveUp(ctx, context.Cause(ctx))
-		case <-untilC:
-			return w.giveUp(ctx, nil)
-		}
+	}
+	return out, from, err
+}
+
+// failures is a run of failed steps.
+type failures struct {
+	since time.Time
+	n     int
+}
+
+// pauseAfter backs off after a failed step. It reports whether to give up
+// and with what cause (nil: the wait bound passed).
+func (w *waiter) pauseAfter(ctx context.Context, untilC <-chan time.Time, f *failures, err error) (stop bool, cause error) {
+	if !transient(err) {
+		return true, err
+	}
+	if f.since.IsZero() {
+		f.since = time.Now()
+	} else if time.Since(f.since) > w.b.cfg.retryFor {
+		return true, unavailable("wait", err)
+	}
+	f.n++
+	select {
+	case <-time.After(backoff(f.n - 1)):
+		return false, nil
+	case <-ctx.Done():
+		return true, context.Cause(ctx)
+	case <-untilC:
+		return true, nil
 	}
 }
 
@@ -398,7 +419,7 @@ func (w *waiter) giveUp(ctx context.Context, cause error) (core.Grant, error) {
 		if err == nil {
 			w.b.freeSlot(w.prefix, w.slot)
 		} else {
-			w.b.deleteLater(w.prefix, w.slot, w.key, w.rev, w.val, w.sess)
+			w.b.deleteLater(doomed{prefix: w.prefix, slot: w.slot, key: w.key, rev: w.rev, val: w.val}, w.sess)
 		}
 	}
 	switch {

@@ -209,3 +209,34 @@ func TestHeld_releaseIsDetachedFromTheRequest(t *testing.T) {
 		t.Fatalf("Release after cancel = %v, held %v", err, s.Held(core.DefaultPrefix, "a"))
 	}
 }
+
+// TestAcquire_reentrant_onlySameLockerAndPrefix: a nested guard on another
+// Locker, or under another prefix, with the same key is not the outer
+// lock: it must take its own (defect 2: reentrancy compared the key only).
+func TestAcquire_reentrant_onlySameLockerAndPrefix(t *testing.T) {
+	leakCheck(t)
+	s := locktest.NewStore()
+	c, other := newClient(t, s), newClient(t, s)
+	outer, res := guard.Acquire(context.Background(), c, []string{"a"}, guard.Policy{})
+	if res.Outcome != guard.Acquired {
+		t.Fatal(res)
+	}
+	defer outer.Release()
+	// Another Locker on the same store: the key is held by c, so this is
+	// contention, not a free pass.
+	if h, res := guard.Acquire(outer.Context(), other, []string{"a"}, guard.Policy{}); res.Outcome != guard.Contended {
+		if h != nil {
+			_ = h.Release()
+		}
+		t.Fatalf("nested guard on another Locker: %v; want Contended", res.Outcome)
+	}
+	// The same Locker under another prefix: a different lock, taken anew.
+	inner, res := guard.Acquire(outer.Context(), c, []string{"a"}, guard.Policy{Options: []core.Option{core.WithPrefix("other:")}})
+	if res.Outcome != guard.Acquired || len(inner.Locks()) != 1 {
+		t.Fatalf("nested guard under another prefix: %+v; want a new lock", res)
+	}
+	if !s.Held("other:", "a") {
+		t.Fatal("the lock under the other prefix is not held")
+	}
+	_ = inner.Release()
+}
