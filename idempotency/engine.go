@@ -65,6 +65,25 @@ func NewEngine(locker core.Locker, store Store, opts ...Option) *Engine {
 	return &Engine{l: locker, store: store, cfg: newConfig(opts)}
 }
 
+// Handles reports whether the gRPC method is guarded (WithMethods).
+func (e *Engine) Handles(method string) bool { return e.cfg.methods == nil || e.cfg.methods[method] }
+
+// KeyOptional reports whether requests without a key run unguarded
+// (WithOptionalKey) instead of being refused.
+func (e *Engine) KeyOptional() bool { return e.cfg.optional }
+
+// KeyHeader is the header (or, lower-cased, the gRPC metadata entry) that
+// carries the key.
+func (e *Engine) KeyHeader() string { return e.cfg.header }
+
+// Tenant is the tenant scope WithContextTenant finds in ctx ("" without it).
+func (e *Engine) Tenant(ctx context.Context) string {
+	if e.cfg.ctxTenant == nil {
+		return ""
+	}
+	return e.cfg.ctxTenant(ctx)
+}
+
 // Run answers req: the stored answer when there is one (422 when it was for
 // another request), else fn's, stored unless fn panicked (the panic goes
 // on), it was a server error, or the client went away and it was no

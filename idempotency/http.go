@@ -85,7 +85,7 @@ func (h *httpHandler) request(r *http.Request, vs []string) (Request, *http.Requ
 	}
 	r2 := r.Clone(r.Context())
 	r2.Body = io.NopCloser(bytes.NewReader(body))
-	scope := Scope{Route: route, Key: key}
+	scope := Scope{Route: route, Key: key, Tenant: h.e.Tenant(r.Context())}
 	if cfg.tenant != nil {
 		scope.Tenant = cfg.tenant(r)
 	}

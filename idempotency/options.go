@@ -1,6 +1,7 @@
 package idempotency
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"net/textproto"
@@ -29,6 +30,8 @@ type config struct {
 	header         string
 	optional       bool
 	tenant         func(*http.Request) string
+	ctxTenant      func(context.Context) string
+	methods        map[string]bool // gRPC: nil means every unary method
 	route          func(*http.Request) string
 	retention      time.Duration
 	maxBody        int
@@ -120,6 +123,32 @@ func WithTenant(f func(*http.Request) string) Option {
 		panic("idempotency: WithTenant with a nil func")
 	}
 	return func(c *config) { c.tenant = f }
+}
+
+// WithContextTenant scopes keys by what f finds in the request context
+// (an authenticated principal put there by earlier middleware). It is how
+// gRPC methods are scoped by tenant; over HTTP it is used when WithTenant
+// is not given.
+func WithContextTenant(f func(context.Context) string) Option {
+	if f == nil {
+		panic("idempotency: WithContextTenant with a nil func")
+	}
+	return func(c *config) { c.ctxTenant = f }
+}
+
+// WithMethods limits a gRPC interceptor to these full method names
+// ("/pkg.Service/Method"); other methods pass through. The default is
+// every unary method. HTTP middleware ignores it.
+func WithMethods(methods ...string) Option {
+	if len(methods) == 0 {
+		panic("idempotency: WithMethods with no method")
+	}
+	return func(c *config) {
+		c.methods = make(map[string]bool, len(methods))
+		for _, m := range methods {
+			c.methods[m] = true
+		}
+	}
 }
 
 // WithRoute replaces the scope's route (default r.Pattern). ginmw uses it
