@@ -75,4 +75,13 @@
 // answer in that same transaction (begun with sqlguard, so it is fenced by
 // the lock): the effect and the stored answer commit together or not at
 // all, even when the process dies between them.
+//
+// # Performance
+//
+// A replay costs one Redis round trip plus the body copy; the first request
+// with a key costs three more than a plain locked route (lookup, acquire,
+// claim, store, release). Figures and the command are in
+// docs/idempotency.md:
+//
+//	go test -run '^$' -bench . -benchtime 2000x -count 3 ./idempotency/
 package idempotency
