@@ -18,6 +18,9 @@ import (
 	"github.com/fencedlock/fencedlock/internal/redistest"
 )
 
+// idemClient has its own pool; TestIdempotent closes it.
+var idemClient = &http.Client{Transport: &http.Transport{}}
+
 type idemReply struct {
 	status   int
 	body     string
@@ -30,7 +33,7 @@ func postKey(t *testing.T, url, key, body string) idemReply {
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := idemClient.Do(req)
 	if err != nil {
 		t.Error(err)
 		return idemReply{}
@@ -40,11 +43,13 @@ func postKey(t *testing.T, url, key, body string) idemReply {
 	return idemReply{resp.StatusCode, string(b), resp.Header.Get(idempotency.ReplayedHeader) == "true"}
 }
 
-func TestIdempotent(t *testing.T) {
+// idemServers starts two instances (two lock clients) of a gin charge
+// route behind Idempotent on one store; runs counts handler runs.
+func idemServers(t *testing.T) (servers []string, runs *atomic.Int64) {
 	srv := redistest.Start(t)
 	fx := &fixture{t: t, srv: srv, rdb: srv.Client(t)}
 	store := idempotency.NewRedisStore(fx.rdb, "")
-	var runs atomic.Int64
+	runs = new(atomic.Int64)
 	charge := func(c *gin.Context) {
 		body, _ := io.ReadAll(c.Request.Body)
 		n := runs.Add(1)
@@ -54,12 +59,17 @@ func TestIdempotent(t *testing.T) {
 		}
 		c.JSON(http.StatusCreated, gin.H{"charge": n, "order": c.Param("id"), "amount": string(body)})
 	}
-	var servers []string
-	for range 2 { // two service instances
+	for range 2 {
 		e := newEngine()
 		e.POST("/orders/:id/charge", ginmw.Idempotent(fx.client(), store), charge)
 		servers = append(servers, serve(t, e).URL)
 	}
+	return servers, runs
+}
+
+func TestIdempotent(t *testing.T) {
+	servers, runs := idemServers(t)
+	t.Cleanup(idemClient.CloseIdleConnections)
 
 	// 8 concurrent duplicates over both instances: one run, one answer.
 	replies := make([]idemReply, 8)

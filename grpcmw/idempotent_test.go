@@ -21,11 +21,13 @@ func withKey(key string) context.Context {
 	return metadata.AppendToOutgoingContext(context.Background(), "idempotency-key", key)
 }
 
-func TestUnaryIdempotent(t *testing.T) {
+// idemServers starts two service instances (two lock clients) behind
+// UnaryIdempotent on one store; runs counts handler runs.
+func idemServers(t *testing.T) (clients []testpb.CounterClient, runs *atomic.Int64) {
 	b := redisBackend(t)
 	store := idempotency.NewRedisStore(b.rdb, "")
 	svc := newService()
-	var runs atomic.Int64
+	runs = new(atomic.Int64)
 	svc.hook = func(_ context.Context, _ string, req *testpb.IncrRequest) error {
 		runs.Add(1)
 		switch req.GetCounterId() {
@@ -36,13 +38,16 @@ func TestUnaryIdempotent(t *testing.T) {
 		}
 		return nil
 	}
-	var clients []testpb.CounterClient
-	for range 2 { // two service instances on two lock clients
+	for range 2 {
 		it := grpcmw.UnaryIdempotent(b.client(), store, idempotency.WithMethods(mIncr))
 		clients = append(clients, serve(t, "bufconn", svc, grpc.ChainUnaryInterceptor(it)).client())
 	}
+	return clients, runs
+}
 
-	// 8 concurrent duplicates: one run, eight equal answers.
+// 8 concurrent duplicates over two instances: one run, eight equal answers.
+func TestUnaryIdempotent_concurrentDuplicates(t *testing.T) {
+	clients, runs := idemServers(t)
 	values := make([]int64, 8)
 	replayed := make([]bool, 8)
 	var wg sync.WaitGroup
@@ -70,7 +75,13 @@ func TestUnaryIdempotent(t *testing.T) {
 	if runs.Load() != 1 || n != 7 {
 		t.Fatalf("runs = %d, replayed = %d; want 1 and 7", runs.Load(), n)
 	}
+}
 
+func TestUnaryIdempotent_answers(t *testing.T) {
+	clients, runs := idemServers(t)
+	if _, err := clients[0].Incr(withKey("c1"), &testpb.IncrRequest{CounterId: "a"}); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name, key, counter string
 		want               codes.Code

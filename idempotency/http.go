@@ -83,7 +83,7 @@ func (h *httpHandler) request(r *http.Request, vs []string) (Request, *http.Requ
 	if err != nil {
 		return Request{}, r, err
 	}
-	r2 := r.Clone(r.Context())
+	r2 := r.WithContext(r.Context()) // a shallow copy: only Body changes
 	r2.Body = io.NopCloser(bytes.NewReader(body))
 	scope := Scope{Route: route, Key: key, Tenant: h.e.Tenant(r.Context())}
 	if cfg.tenant != nil {

@@ -2,12 +2,11 @@ package idempotency
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"strconv"
 	"time"
-
-	_ "embed"
 
 	"github.com/redis/go-redis/v9"
 
@@ -74,7 +73,9 @@ func (s *RedisStore) Lookup(ctx context.Context, key string) (*Record, error) {
 }
 
 // Begin implements Store: one script records the claim or returns the
-// stored answer.
+// stored answer. A claim without an answer is kept for DefaultRetention,
+// so that it keeps refusing older holders after an attempt that stored
+// nothing.
 func (s *RedisStore) Begin(ctx context.Context, key string, lock *core.Lock) (Attempt, error) {
 	if lock == nil {
 		return nil, fmt.Errorf("%w: Begin without a lock", ErrMisconfigured)

@@ -156,7 +156,7 @@ func TestSQLStore_processKilled(t *testing.T) {
 			eachSQL(t, func(t *testing.T, sf *sqlFixture) {
 				fx := newFixture(t)
 				first := startChild(t, sf, fx.srv.Addr(), c.mode)
-				cl := &http.Client{Timeout: 30 * time.Second}
+				cl := ownClient(t, 30*time.Second)
 				sent := make(chan reply, 1)
 				go func() { sent <- post(context.Background(), cl, "http://"+first.addr+"/charges", "k1", "x") }()
 				first.expect(t, c.stage)
