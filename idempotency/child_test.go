@@ -21,19 +21,23 @@ import (
 	"github.com/fencedlock/fencedlock/sqlguard"
 )
 
-// The kill tests re-run this test binary as a service instance (childEnv
+// The subprocess tests (SIGKILL, SIGSTOP) re-run this test binary as a service instance (childEnv
 // set to a mode) and SIGKILL it at a chosen point of a request.
 const (
 	childEnv      = "IDEMPOTENCY_TEST_CHILD"
 	modeServe     = "serve"
 	modeDieWrote  = "die-after-write"  // killed after the business write, before the commit
 	modeDieCommit = "die-after-commit" // killed after the commit, before the response
+	modeRedisSlow = "redis-slow"       // Redis store, a handler that says ENTERED and takes 300ms
 )
 
 func runChild() int {
 	mode := os.Getenv(childEnv)
 	env := func(k string) string { return os.Getenv("IDEM_" + k) }
 	rdb := redis.NewClient(&redis.Options{Addr: env("REDIS")})
+	if mode == modeRedisSlow {
+		return serveChild(redisSlowHandler(rdb))
+	}
 	locker := core.New(rdb, core.WithTTL(time.Second))
 	db, err := sql.Open(env("DRIVER"), env("DSN"))
 	if err != nil {
@@ -56,13 +60,30 @@ func runChild() int {
 		h = payHandler(env("PAYMENTS"), func() string { die("WROTE"); return "" })
 	}
 	mw := idempotency.Middleware(locker, store)(h)
-	mux := http.NewServeMux()
-	mux.Handle("POST /charges", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return serveChild(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if mode == modeDieCommit {
 			w = &dieOnWrite{ResponseWriter: w, die: func() { die("COMMITTED") }}
 		}
 		mw.ServeHTTP(w, r)
 	}))
+}
+
+// redisSlowHandler is POST /charges on the Redis store with a 300ms lease
+// renewed by the watchdog.
+func redisSlowHandler(rdb *redis.Client) http.Handler {
+	locker := core.New(rdb)
+	store := idempotency.NewRedisStore(rdb, "")
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Println("ENTERED")
+		time.Sleep(300 * time.Millisecond)
+		fmt.Fprintf(w, "answer of pid %d", os.Getpid())
+	})
+	return idempotency.Middleware(locker, store, idempotency.WithTTL(300*time.Millisecond), idempotency.WithAutoRefresh())(h)
+}
+
+func serveChild(h http.Handler) int {
+	mux := http.NewServeMux()
+	mux.Handle("POST /charges", h)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Println("ERR", err)
@@ -93,9 +114,11 @@ type child struct {
 func startChild(t *testing.T, sf *sqlFixture, redisAddr, mode string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+mode,
-		"IDEM_REDIS="+redisAddr, "IDEM_DRIVER="+sf.driver, "IDEM_DSN="+sf.dsn,
-		"IDEM_ANSWERS="+sf.answers, "IDEM_FENCES="+sf.fences, "IDEM_PAYMENTS="+sf.payments)
+	cmd.Env = append(os.Environ(), childEnv+"="+mode, "IDEM_REDIS="+redisAddr)
+	if sf != nil {
+		cmd.Env = append(cmd.Env, "IDEM_DRIVER="+sf.driver, "IDEM_DSN="+sf.dsn,
+			"IDEM_ANSWERS="+sf.answers, "IDEM_FENCES="+sf.fences, "IDEM_PAYMENTS="+sf.payments)
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -137,6 +160,7 @@ func (c *child) kill() {
 	if c.cmd.ProcessState != nil {
 		return
 	}
+	_ = c.cmd.Process.Signal(syscall.SIGCONT) // a stopped child dies too
 	_ = c.cmd.Process.Signal(syscall.SIGKILL)
 	for range c.lines {
 	}
@@ -175,5 +199,39 @@ func TestSQLStore_processKilled(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// A first holder SIGSTOPped past its lease while a retry on another
+// instance completes: when it resumes, its late store write is refused by
+// the fence, its client gets 409, and the stored answer stays the retry's.
+func TestMiddleware_sigstoppedHolder_lateWriteRefused(t *testing.T) {
+	fx := newFixture(t)
+	first := startChild(t, nil, fx.srv.Addr(), modeRedisSlow)
+	second := startChild(t, nil, fx.srv.Addr(), modeRedisSlow)
+	cl := ownClient(t, 30*time.Second)
+	sent := make(chan reply, 1)
+	go func() { sent <- post(context.Background(), cl, "http://"+first.addr+"/charges", "z1", "x") }()
+	first.expect(t, "ENTERED")
+	if err := first.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(600 * time.Millisecond) // twice the lease: it has expired in Redis
+
+	r := post(context.Background(), cl, "http://"+second.addr+"/charges", "z1", "x")
+	second.expect(t, "ENTERED")
+	want := fmt.Sprintf("answer of pid %d", second.cmd.Process.Pid)
+	if r.status != http.StatusOK || r.body != want {
+		t.Fatalf("retry: %+v, want 200 %q", r, want)
+	}
+	if err := first.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if sr := <-sent; sr.status != http.StatusConflict {
+		t.Fatalf("resumed holder answered %+v, want 409", sr)
+	}
+	rec, err := fx.store.Lookup(context.Background(), idempotency.Scope{Route: "POST /charges", Key: "z1"}.LockKey())
+	if err != nil || string(rec.Body) != want {
+		t.Fatalf("stored %v, %v; want the retry's answer", rec, err)
 	}
 }
