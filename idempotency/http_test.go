@@ -442,3 +442,26 @@ func ownClient(t *testing.T, timeout time.Duration) *http.Client {
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: timeout}
 }
+
+// An answer above WithMaxBody is sent whole but not stored: a retry runs
+// the handler again.
+func TestMiddleware_largeAnswer_sentNotStored(t *testing.T) {
+	fx := newFixture(t)
+	var runs atomic.Int64
+	big := strings.Repeat("y", 100)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		runs.Add(1)
+		w.Header().Set("X-Run", "1")
+		_, _ = io.WriteString(w, big[:40])
+		_, _ = io.WriteString(w, big[40:])
+	})
+	ts := serve(t, fx.client(), fx.store, h, idempotency.WithMaxBody(64))
+	for range 2 {
+		if r := post(context.Background(), ts.Client(), ts.URL+"/charges", "big", "x"); r.status != http.StatusOK || r.body != big || r.replayed {
+			t.Fatalf("large answer: %+v", r)
+		}
+	}
+	if runs.Load() != 2 {
+		t.Fatalf("runs = %d, want 2 (not stored)", runs.Load())
+	}
+}
