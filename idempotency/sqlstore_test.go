@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -153,6 +154,26 @@ func TestSQLStore_answerCommitsWithTheWrite(t *testing.T) {
 		}
 		if n := sf.paymentsFor(t, "q1"); n != 1 || calls.Load() != 3 {
 			t.Fatalf("%d payments over %d runs, want 1 over 3", n, calls.Load())
+		}
+	})
+}
+
+func TestSQLStore_concurrentDuplicates(t *testing.T) {
+	eachSQL(t, func(t *testing.T, sf *sqlFixture) {
+		fx := newFixture(t)
+		never := func() string { time.Sleep(50 * time.Millisecond); return "" }
+		servers := []*httptest.Server{
+			serve(t, fx.client(), sf.store, payHandler(sf.payments, never)),
+			serve(t, fx.client(), sf.store, payHandler(sf.payments, never)),
+		}
+		replies := concurrent(servers, 8, "cc1")
+		for _, r := range replies {
+			if r.err != nil || r.status != http.StatusCreated || r.body != replies[0].body {
+				t.Fatalf("replies differ: %+v", replies)
+			}
+		}
+		if n := sf.paymentsFor(t, "cc1"); n != 1 {
+			t.Fatalf("%d payments, want 1", n)
 		}
 	})
 }
