@@ -127,7 +127,9 @@ type client struct {
 }
 
 func (c client) pay(url, key string) {
-	hc := &http.Client{Timeout: c.timeout}
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: c.timeout}
 	for i := 1; i <= c.attempts; i++ {
 		req, err := http.NewRequest("POST", url, strings.NewReader("49.90"))
 		if err != nil {
