@@ -19,6 +19,9 @@ type Locker interface {
 	Acquire(ctx context.Context, key string, opts ...Option) (*Lock, error)
 	// TryAcquire makes one attempt; a lock held elsewhere is ErrNotAcquired.
 	TryAcquire(ctx context.Context, key string, opts ...Option) (*Lock, error)
+	// AcquireAll takes the locks on every key or none, in backend-key
+	// order, under one wait budget (see Client.AcquireAll).
+	AcquireAll(ctx context.Context, keys []string, opts ...Option) ([]*Lock, error)
 }
 
 // Client hands out locks from one Backend. It is safe for concurrent use;

@@ -146,7 +146,7 @@ func TestStreamServerInterceptor_outlivesTheTTL(t *testing.T) {
 func TestStreamServerInterceptor_withoutAutoRefreshLosesTheLock(t *testing.T) {
 	b := redisBackend(t)
 	c := streamServer(t, "bufconn", newService(), b.client(), grpcmw.Field("counter_id"),
-		grpcmw.WithTTL(150*time.Millisecond), grpcmw.WithLockOptions(core.WithoutAutoRefresh()), grpcmw.WithLogger(discard()))
+		grpcmw.WithTTL(400*time.Millisecond), grpcmw.WithLockOptions(core.WithoutAutoRefresh()), grpcmw.WithLogger(discard()))
 	st, err := c.Watch(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ func TestStreamServerInterceptor_withoutAutoRefreshLosesTheLock(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(time.Second)
 	_ = st.Send(&testpb.IncrRequest{CounterId: "short"})
 	_, err = st.Recv()
 	wantCode(t, err, codes.Aborted)

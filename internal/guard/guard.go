@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/fencedlock/fencedlock/core"
@@ -77,6 +78,7 @@ type Result struct {
 
 // Held is the set of locks one request holds.
 type Held struct {
+	mu      sync.Mutex   // guards locks and cancels: Lost runs on loss callbacks
 	locks   []*core.Lock // acquired here, in acquisition order
 	ctx     context.Context
 	cancels []context.CancelFunc
@@ -175,14 +177,18 @@ func (p Policy) options() []core.Option {
 func (h *Held) Context() context.Context { return h.ctx }
 
 // Locks returns the locks acquired by this guard (not the reentrant ones).
-func (h *Held) Locks() []*core.Lock { return h.locks }
+func (h *Held) Locks() []*core.Lock {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.locks
+}
 
 // Lost returns the first loss among the held locks, or nil.
 func (h *Held) Lost() error {
 	if h == nil {
 		return nil
 	}
-	for _, l := range h.locks {
+	for _, l := range h.Locks() {
 		if err := l.Err(); err != nil {
 			return err
 		}
@@ -197,19 +203,22 @@ func (h *Held) Release() error {
 	if h == nil {
 		return nil
 	}
+	h.mu.Lock()
+	locks, cancels := h.locks, h.cancels
+	h.locks, h.cancels = nil, nil
+	h.mu.Unlock()
 	var errs []error
-	for i := len(h.locks) - 1; i >= 0; i-- {
+	for i := len(locks) - 1; i >= 0; i-- {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(h.ctx), h.timeout)
-		err := h.locks[i].Release(ctx)
+		err := locks[i].Release(ctx)
 		cancel()
 		if err != nil && !errors.Is(err, core.ErrNotHeld) {
 			errs = append(errs, err)
 		}
 	}
-	for _, c := range h.cancels {
+	for _, c := range cancels {
 		c()
 	}
-	h.locks, h.cancels = nil, nil
 	return errors.Join(errs...)
 }
 
