@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -105,45 +104,44 @@ func Classify(err error) Result {
 	}
 }
 
-// Acquire takes every key in sorted order (so two requests locking the same
-// pair can never deadlock), skipping keys already held in ctx (reentrancy).
-// On failure it releases what it took and returns a nil Held. With
-// FailOpen, an unreachable backend yields FailedOpen and a Held with no
-// locks. Keys are validated before anything is sent.
+// Acquire takes every key with Locker.AcquireAll (backend-key order, so
+// two requests locking the same pair can never deadlock, and one wait
+// budget for the set), skipping keys already held in ctx (reentrancy). On
+// failure nothing stays held and it returns a nil Held. With FailOpen, an
+// unreachable backend yields FailedOpen and a Held with no locks. Keys are
+// validated before anything is sent.
 func Acquire(ctx context.Context, l core.Locker, keys []string, p Policy) (*Held, Result) {
 	for _, k := range keys {
 		if err := core.ValidateKey(k); err != nil {
 			return nil, Result{Outcome: InvalidKey, Err: err}
 		}
 	}
-	keys = slices.Clone(keys)
-	slices.Sort(keys)
-	keys = slices.Compact(keys)
-
 	opts := p.options()
 	h := &Held{ctx: ctx, timeout: p.ReleaseTimeout}
 	if h.timeout <= 0 {
 		h.timeout = DefaultReleaseTimeout
 	}
+	var todo []string
 	for _, k := range keys {
-		if _, held := core.HeldInContext(ctx, l, k, opts...); held {
-			continue
+		if _, held := core.HeldInContext(ctx, l, k, opts...); !held {
+			todo = append(todo, k)
 		}
-		var lk *core.Lock
-		var err error
-		if p.Wait > 0 {
-			lk, err = l.Acquire(ctx, k, opts...)
-		} else {
-			lk, err = l.TryAcquire(ctx, k, opts...)
+	}
+	if len(todo) == 0 {
+		return h, Result{Outcome: Acquired}
+	}
+	if p.Wait <= 0 {
+		opts = append(opts, core.WithWait(0)) // fail fast
+	}
+	locks, err := l.AcquireAll(ctx, todo, opts...)
+	if err != nil {
+		res := Classify(err)
+		if res.Outcome == Unavailable && p.FailOpen {
+			return &Held{ctx: ctx, timeout: h.timeout}, Result{Outcome: FailedOpen, Err: err}
 		}
-		if err != nil {
-			h.Release()
-			res := Classify(err)
-			if res.Outcome == Unavailable && p.FailOpen {
-				return &Held{ctx: ctx, timeout: h.timeout}, Result{Outcome: FailedOpen, Err: err}
-			}
-			return nil, res
-		}
+		return nil, res
+	}
+	for _, lk := range locks {
 		h.locks = append(h.locks, lk)
 		var cancel context.CancelFunc
 		h.ctx, cancel = lk.Context(h.ctx)
