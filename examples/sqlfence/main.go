@@ -7,22 +7,25 @@
 //
 //  1. Without sqlguard: A wakes up and writes the balance it computed before
 //     the pause; B's deposit is silently lost.
+//
 //  2. With sqlguard, A paused before its transaction: B's higher fence is
 //     recorded first, so A's BeginTx is refused (ErrStaleFence); A acquires
 //     again, reads again inside its new transaction and redoes the work.
+//
 //  3. With sqlguard, A paused inside its transaction, after its read: the
 //     resource guard's row lock makes B's BeginTx wait until A commits, so B's
 //     read, made inside B's transaction, sees A's withdrawal. Both stand.
+//
 //  4. The mistake the guard cannot catch: as 3, but B reads the balance
 //     before BeginTx. B reads while A's transaction is still open, and writes
 //     after it with a higher fence, which every check accepts: A's committed
 //     withdrawal is lost. Fencing orders the writes; only a read made inside
 //     the guarded transaction is ordered with them.
 //
-//	go run ./examples/sqlfence                          # SQLite file, embedded Redis
-//	go run ./examples/sqlfence -redis 127.0.0.1:6379    # a real Redis
-//	go run ./examples/sqlfence -dsn 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable'
-//	go run ./examples/sqlfence -dsn 'root@tcp(127.0.0.1:3306)/test'
+//     go run ./examples/sqlfence                          # SQLite file, embedded Redis
+//     go run ./examples/sqlfence -redis 127.0.0.1:6379    # a real Redis
+//     go run ./examples/sqlfence -dsn 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable'
+//     go run ./examples/sqlfence -dsn 'root@tcp(127.0.0.1:3306)/test'
 //
 // The driver is told from the DSN (pgx for postgres:// URLs and key=value
 // strings, go-sql-driver/mysql for user@tcp(...)/db, modernc.org/sqlite

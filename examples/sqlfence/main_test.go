@@ -55,4 +55,3 @@ func reachable(dsn string) bool {
 	defer cancel()
 	return db.PingContext(ctx) == nil
 }
-
