@@ -22,10 +22,12 @@
 //     withdrawal is lost. Fencing orders the writes; only a read made inside
 //     the guarded transaction is ordered with them.
 //
-//     go run ./examples/sqlfence                          # SQLite file, embedded Redis
-//     go run ./examples/sqlfence -redis 127.0.0.1:6379    # a real Redis
-//     go run ./examples/sqlfence -dsn 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable'
-//     go run ./examples/sqlfence -dsn 'root@tcp(127.0.0.1:3306)/test'
+// Run it with
+//
+//	go run ./examples/sqlfence                          # SQLite file, embedded Redis
+//	go run ./examples/sqlfence -redis 127.0.0.1:6379    # a real Redis
+//	go run ./examples/sqlfence -dsn 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable'
+//	go run ./examples/sqlfence -dsn 'root@tcp(127.0.0.1:3306)/test'
 //
 // The driver is told from the DSN (pgx for postgres:// URLs and key=value
 // strings, go-sql-driver/mysql for user@tcp(...)/db, modernc.org/sqlite
