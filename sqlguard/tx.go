@@ -37,15 +37,17 @@ type Tx struct {
 	err error // set once sqlguard rolled the transaction back
 }
 
-// BeginTx starts a transaction on db and, as its first statement, records
-// the fence for the resource in the fence table with one conditional write.
-// The fence comes from WithLock or WithFence, else from the lock in ctx
-// (core.FromContext), else from a fence forwarded by an upstream service
-// (core.FenceFromContext). The resource is the lock key unless WithResource
-// names another.
+// BeginTx starts a transaction on db and, as its first statements, records
+// the fence of each guarded resource in the fence table with one
+// conditional write per resource, in sorted order. The fence comes from
+// WithLock or WithFence, else from every lock in ctx
+// (core.LocksFromContext: httpmw.LockKeys puts several there), else from a
+// fence forwarded by an upstream service (core.FenceFromContext). The
+// resource is the lock key unless WithResource names another; with several
+// locks WithResource is ErrAmbiguousResource.
 //
 // When a holder with a higher fence (or the same fence and another owner)
-// has already recorded it, BeginTx rolls back and returns an error matching
+// has already recorded any of them, BeginTx rolls back and returns an error matching
 // ErrStaleFence; the caller's statements never run. Any other failure also
 // rolls back. A deadlock or serialization failure of the guard statement
 // itself is retried with a fresh transaction, up to three attempts in all.
