@@ -47,11 +47,7 @@ func BenchmarkGuard(b *testing.B) {
 				}
 				return tx
 			}
-			type execer interface {
-				ExecContext(context.Context, string, ...any) (sql.Result, error)
-				Commit() error
-			}
-			commit := func(b *testing.B, tx execer) {
+			commit := func(b *testing.B, tx committer) {
 				if _, err := tx.ExecContext(ctx, update, 1); err != nil {
 					b.Fatal(err)
 				}
@@ -86,14 +82,7 @@ func BenchmarkGuard(b *testing.B) {
 			})
 			b.Run("transfer/plain", func(b *testing.B) { benchTransfer(b, db, counters, "", false) })
 			b.Run("transfer/guarded", func(b *testing.B) { benchTransfer(b, db, counters, fences, true) })
-			b.Run("rollback/stale", func(b *testing.B) {
-				for b.Loop() {
-					_, err := sqlguard.BeginTx(ctx, db.db, nil, sqlguard.WithTable(fences), sqlguard.WithFence(tok("bench", base, "old")))
-					if !errors.Is(err, sqlguard.ErrStaleFence) {
-						b.Fatal(err)
-					}
-				}
-			})
+			b.Run("rollback/stale", func(b *testing.B) { benchStale(b, db, fences) })
 		})
 	}
 }
@@ -149,4 +138,20 @@ func mustAcquireB(b *testing.B, c *core.Client, key string) *core.Lock {
 		b.Fatal(err)
 	}
 	return l
+}
+
+// committer is what commit needs of *sql.Tx and *sqlguard.Tx.
+type committer interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+	Commit() error
+}
+
+// benchStale is a holder turned away: BEGIN, guard refused, ROLLBACK.
+func benchStale(b *testing.B, db *testDB, fences string) {
+	for b.Loop() {
+		_, err := sqlguard.BeginTx(context.Background(), db.db, nil, sqlguard.WithTable(fences), sqlguard.WithFence(tok("bench", base, "old")))
+		if !errors.Is(err, sqlguard.ErrStaleFence) {
+			b.Fatal(err)
+		}
+	}
 }
