@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/fencedlock/fencedlock/core"
 	"github.com/fencedlock/fencedlock/core/locktest"
@@ -94,7 +96,10 @@ func benchTransfer(b *testing.B, db *testDB, accounts, fences string, guarded bo
 	db.exec(b, "INSERT INTO "+accounts+" (id, balance, fence) VALUES (2, 0, 0)")
 	locks := locktest.New()
 	defer locks.Close()
-	la, lb := mustAcquireB(b, locks, "bench:a:"+accounts), mustAcquireB(b, locks, "bench:b:"+accounts)
+	// A fresh lock service restarts fences at 1: new keys per run (-count)
+	// keep earlier runs' records from making these look stale.
+	run := fmt.Sprint(time.Now().UnixNano())
+	la, lb := mustAcquireB(b, locks, "bench:a:"+run), mustAcquireB(b, locks, "bench:b:"+run)
 	lctx := core.ContextWithLock(core.ContextWithLock(ctx, la), lb)
 	move := db.rebind("UPDATE " + accounts + " SET balance = balance + ? WHERE id = ?")
 	for b.Loop() {

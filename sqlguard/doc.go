@@ -84,9 +84,11 @@
 // made inside the transaction see everything the previous holder committed.
 //
 // Under several locks (every lock in the context, core.LocksFromContext)
-// BeginTx guards each resource, one statement per resource, in sorted order
-// so that transactions over overlapping sets cannot deadlock on the fence
-// rows; any refusal rolls back. Tx.Resources lists them and Tx.FenceFor
+// BeginTx guards each resource, in sorted order so that transactions over
+// overlapping sets cannot deadlock on the fence rows: one multi-row upsert
+// for all of them on PostgreSQL and SQLite, one statement per resource on
+// MySQL/MariaDB (whose refusal marker, the insert id, is per statement).
+// Any refusal rolls back. Tx.Resources lists them and Tx.FenceFor
 // gives each one's fence. WithLock, WithFence and a forwarded fence guard
 // one resource.
 //
@@ -195,7 +197,8 @@
 //
 // # Cost
 //
-// The guard adds one statement per resource to a transaction, and a row
+// The guard adds one statement to a transaction (one per resource on
+// MySQL/MariaDB), and a row
 // guard that changes no row one SELECT; docs/sqlguard.md has the measured
 // figures and the command.
 //

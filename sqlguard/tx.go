@@ -38,8 +38,9 @@ type Tx struct {
 }
 
 // BeginTx starts a transaction on db and, as its first statements, records
-// the fence of each guarded resource in the fence table with one
-// conditional write per resource, in sorted order. The fence comes from
+// the fence of each guarded resource in the fence table with a conditional
+// write, in sorted order (one statement for all on PostgreSQL and SQLite,
+// one per resource on MySQL). The fence comes from
 // WithLock or WithFence, else from every lock in ctx
 // (core.LocksFromContext: httpmw.LockKeys puts several there), else from a
 // fence forwarded by an upstream service (core.FenceFromContext). The
@@ -102,9 +103,14 @@ type guard struct {
 	toks  []core.FenceToken // sorted by resource
 }
 
-// record runs the guard statement for every resource in tx, in sorted
-// order, and interprets the outcomes. The first refusal ends it.
+// record runs the guard for every resource in tx, in sorted order, and
+// interprets the outcome: one statement for all of them on PostgreSQL and
+// SQLite, one per resource on MySQL (whose refusal marker, the insert id,
+// is per statement). The first refusal ends it.
 func (g guard) record(ctx context.Context, tx *sql.Tx) error {
+	if len(g.toks) > 1 && g.d != MySQL {
+		return g.recordAll(ctx, tx)
+	}
 	for _, t := range g.toks {
 		if err := g.recordOne(ctx, tx, t); err != nil {
 			return err

@@ -176,8 +176,13 @@ func TestBeginTx_multiKey(t *testing.T) {
 		if err := guarded(ctx, db, fences, tok(ka, la.Fence()+1, "newer")); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := sqlguard.BeginTx(lctx, db.db, nil, sqlguard.WithTable(fences)); !errors.Is(err, sqlguard.ErrStaleFence) {
-			t.Fatalf("BeginTx with a stale outer lock: %v", err)
+		_, err = sqlguard.BeginTx(lctx, db.db, nil, sqlguard.WithTable(fences))
+		var se *sqlguard.StaleFenceError
+		if !errors.As(err, &se) || se.Resource != ka || se.Fence != la.Fence() {
+			t.Fatalf("BeginTx with a stale outer lock: %v, want stale on %s", err, ka)
+		}
+		if db.storedFence(t, fences, kb) != int64(lb.Fence()) {
+			t.Fatal("the refused transaction changed the other lock's record")
 		}
 	})
 }
