@@ -70,6 +70,7 @@ type bank struct {
 	fences    string
 	accounts  string
 	prefix    string
+	pauseProb float64 // in-process pauses; 0 when the holder is SIGSTOPped instead
 	committed atomic.Int64
 	stale     atomic.Int64
 }
@@ -85,6 +86,7 @@ func newBank(t *testing.T, db *testDB, srv *redistest.Server, guarded bool) *ban
 		db.exec(t, "INSERT INTO "+b.accounts+" (id, balance) VALUES (?, ?)", i, bankStart)
 	}
 	b.prefix = "bank:" + b.accounts + ":"
+	b.pauseProb = bankPauseProb
 	return b
 }
 
@@ -136,7 +138,7 @@ func (b *bank) transfer(c *core.Client, rng *rand.Rand) error {
 	// context still carries them.
 	lctx := core.ContextWithLock(core.ContextWithLock(ctx, locks[0]), locks[1])
 	pause := func() {
-		if rng.Float64() < bankPauseProb {
+		if rng.Float64() < b.pauseProb {
 			time.Sleep(2 * bankTTL)
 		}
 	}
