@@ -21,10 +21,14 @@ const FenceHeader = guard.FenceHeader
 // find it. Requests without the header pass unchanged; a malformed or
 // repeated header aborts with 400 and {"error":"invalid_fence"}.
 //
-// A fence is trusted as sent: use it only on routes that trusted services
-// call, since a client that can set the header can fence out legitimate
-// lock holders.
-func AcceptFence() gin.HandlerFunc {
+// A fence is trusted as sent: a client that can set the header can fence
+// out legitimate lock holders.
+//
+// Deprecated: use AcceptSignedFence, or AcceptUnsignedFence where trusting
+// every caller is intended; AcceptFence is AcceptUnsignedFence.
+func AcceptFence() gin.HandlerFunc { return acceptUnsigned() }
+
+func acceptUnsigned() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		vals := c.Request.Header.Values(FenceHeader)
 		if len(vals) == 0 {

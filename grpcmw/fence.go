@@ -84,9 +84,12 @@ func FenceFromIncoming(ctx context.Context) (t core.FenceToken, ok bool, err err
 // malformed or repeated value ends the call InvalidArgument. A lock the
 // handler holds itself takes precedence in core.FenceFromContext.
 //
-// A fence is trusted as sent. Install it only on services that trusted
-// clients call: a caller that can set the metadata can make guarded writes
-// look newer than they are and fence out legitimate holders.
+// A fence is trusted as sent: a caller that can set the metadata can make
+// guarded writes look newer than they are and fence out legitimate holders.
+//
+// Deprecated: use UnaryAcceptSignedFence, or UnaryAcceptUnsignedFence where
+// trusting every caller is intended; UnaryAcceptFence is
+// UnaryAcceptUnsignedFence.
 func UnaryAcceptFence() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		ctx, err := acceptFence(ctx)
@@ -99,6 +102,8 @@ func UnaryAcceptFence() grpc.UnaryServerInterceptor {
 
 // StreamAcceptFence is UnaryAcceptFence for streams: the stream's context
 // carries the fence from its headers.
+//
+// Deprecated: use StreamAcceptSignedFence, or StreamAcceptUnsignedFence.
 func StreamAcceptFence() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx, err := acceptFence(ss.Context())

@@ -63,13 +63,19 @@ func (t *fenceTransport) CloseIdleConnections() {
 // core.FenceFromContext, and so sqlguard, find it. Requests without the
 // header pass unchanged; a malformed or repeated header is answered 400.
 //
-// A fence is trusted as sent. Mount AcceptFence only on routes that trusted
-// services call: a client that can set the header can make guarded writes
-// look newer than they are and fence out legitimate holders.
+// A fence is trusted as sent: a client that can set the header can make
+// guarded writes look newer than they are and fence out legitimate holders.
+//
+// Deprecated: use AcceptSignedFence, or AcceptUnsignedFence where trusting
+// every caller is intended; AcceptFence is AcceptUnsignedFence.
 func AcceptFence(next http.Handler) http.Handler {
 	if next == nil {
 		panic("httpmw: AcceptFence with a nil http.Handler")
 	}
+	return acceptUnsigned(next)
+}
+
+func acceptUnsigned(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		vals := r.Header.Values(FenceHeader)
 		if len(vals) == 0 {

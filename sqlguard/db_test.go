@@ -42,6 +42,18 @@ type testDB struct {
 
 var dbNames = []string{"sqlite", "postgres", "mariadb"}
 
+// writeDBNames adds MariaDB with clientFoundRows=true, for the row guards
+// whose outcome depends on how the server counts affected rows.
+var writeDBNames = append(dbNames[:len(dbNames):len(dbNames)], "mariadb-foundrows")
+
+// eachWriteDB runs fn as a subtest on every database of writeDBNames.
+func eachWriteDB(t *testing.T, fn func(t *testing.T, db *testDB)) {
+	t.Helper()
+	for _, name := range writeDBNames {
+		t.Run(name, func(t *testing.T) { fn(t, openDB(t, name)) })
+	}
+}
+
 // eachDB runs fn as a subtest on every database.
 func eachDB(t *testing.T, fn func(t *testing.T, db *testDB)) {
 	t.Helper()
@@ -72,6 +84,9 @@ func dsnFor(tb testing.TB, name string) (driver, dsn string, d sqlguard.Dialect)
 		return "pgx", envOr(pgEnv, defaultPG), sqlguard.Postgres
 	case "mariadb":
 		return "mysql", envOr(mysqlEnv, defaultMySQL), sqlguard.MySQL
+	case "mariadb-foundrows":
+		dsn := withMySQLConfig(tb, envOr(mysqlEnv, defaultMySQL), func(c *mysql.Config) { c.ClientFoundRows = true })
+		return "mysql", dsn, sqlguard.MySQL
 	}
 	tb.Fatalf("unknown database %q", name)
 	return
@@ -95,7 +110,7 @@ func openDSN(tb testing.TB, name, driver, dsn string, d sqlguard.Dialect) *testD
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := db.PingContext(ctx); err != nil {
-		env := map[string]string{"postgres": pgEnv, "mariadb": mysqlEnv}[name]
+		env := map[string]string{"postgres": pgEnv, "mariadb": mysqlEnv, "mariadb-foundrows": mysqlEnv}[name]
 		msg := fmt.Sprintf("%s unreachable (%v); set %s to a reachable server", name, err, env)
 		if name == "sqlite" || os.Getenv(requireDBEnv) == "1" {
 			tb.Fatal(msg)

@@ -194,22 +194,8 @@ func (d Dialect) ddl(table string) string {
 // the database evaluates the condition on the row it has locked.
 func (d Dialect) guardStmt(table, resource string, fence int64, owner string) (string, []any) {
 	switch d {
-	case Postgres:
-		// The alias keeps the WHERE unambiguous for schema-qualified names.
-		// A conflicting row is locked even when WHERE is false, so concurrent
-		// guards on one resource queue up behind each other.
-		return `INSERT INTO ` + table + ` AS f (resource, fence, owner) VALUES ($1, $2, $3)
-ON CONFLICT (resource) DO UPDATE
-SET fence = EXCLUDED.fence, owner = EXCLUDED.owner, writes = f.writes + 1, updated_at = now()
-WHERE f.fence < EXCLUDED.fence OR (f.fence = EXCLUDED.fence AND f.owner = EXCLUDED.owner)`,
-			[]any{resource, fence, owner}
-	case SQLite:
-		return `INSERT INTO ` + table + ` (resource, fence, owner) VALUES (?, ?, ?)
-ON CONFLICT (resource) DO UPDATE
-SET fence = excluded.fence, owner = excluded.owner, writes = writes + 1,
-    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-WHERE fence < excluded.fence OR (fence = excluded.fence AND owner = excluded.owner)`,
-			[]any{resource, fence, owner}
+	case Postgres, SQLite:
+		return d.upsertGuard(table, 1), []any{resource, fence, owner}
 	case MySQL:
 		// ON DUPLICATE KEY UPDATE has no WHERE, so every assignment is
 		// conditional. MySQL assigns left to right and later expressions see
@@ -238,4 +224,33 @@ ON DUPLICATE KEY UPDATE
 		}
 	}
 	return "", nil
+}
+
+// upsertGuard is the PostgreSQL or SQLite guard statement for n resources:
+// one INSERT ... ON CONFLICT DO UPDATE ... WHERE with n rows of (resource,
+// fence, owner). Rows affected is the number of resources accepted. Rows are
+// taken in the order given (sorted by the caller), so concurrent guards over
+// overlapping sets lock the fence rows in one order.
+func (d Dialect) upsertGuard(table string, n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(" + d.placeholder(3*i+1) + ", " + d.placeholder(3*i+2) + ", " + d.placeholder(3*i+3) + ")")
+	}
+	if d == Postgres {
+		// The alias keeps the WHERE unambiguous for schema-qualified names.
+		// A conflicting row is locked even when WHERE is false, so concurrent
+		// guards on one resource queue up behind each other.
+		return `INSERT INTO ` + table + ` AS f (resource, fence, owner) VALUES ` + b.String() + `
+ON CONFLICT (resource) DO UPDATE
+SET fence = EXCLUDED.fence, owner = EXCLUDED.owner, writes = f.writes + 1, updated_at = now()
+WHERE f.fence < EXCLUDED.fence OR (f.fence = EXCLUDED.fence AND f.owner = EXCLUDED.owner)`
+	}
+	return `INSERT INTO ` + table + ` (resource, fence, owner) VALUES ` + b.String() + `
+ON CONFLICT (resource) DO UPDATE
+SET fence = excluded.fence, owner = excluded.owner, writes = writes + 1,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE fence < excluded.fence OR (fence = excluded.fence AND owner = excluded.owner)`
 }

@@ -29,6 +29,21 @@ var (
 	// identifier (letters, digits and '_', not starting with a digit, at
 	// most 63 bytes, optionally qualified by one schema name).
 	ErrInvalidName = errors.New("sqlguard: invalid SQL identifier")
+
+	// ErrNotFound means a row guard (Update) matched no row because the row
+	// does not exist, as opposed to a row written under a newer fence
+	// (ErrStaleFence). The transaction has been rolled back.
+	ErrNotFound = errors.New("sqlguard: fenced write: no such row")
+
+	// ErrAmbiguousResource means the transaction guards several resources
+	// (several locks in the context) and a row guard did not say which
+	// lock protects the row: name it with Update.For / Insert.For. WithResource
+	// with several locks is refused the same way.
+	ErrAmbiguousResource = errors.New("sqlguard: several guarded resources: say which lock protects the row")
+
+	// ErrUnknownResource means a row guard named a resource the transaction
+	// does not guard.
+	ErrUnknownResource = errors.New("sqlguard: the transaction does not guard this resource")
 )
 
 // StaleFenceError is the error behind ErrStaleFence; errors.As gives the

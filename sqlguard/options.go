@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"sort"
 
 	"github.com/fencedlock/fencedlock/core"
 )
@@ -81,34 +82,76 @@ func WithFence(t core.FenceToken) Option { return func(c *config) { c.token = &t
 // and one lock key must always map to the same resource.
 func WithResource(name string) Option { return func(c *config) { c.resource = name } }
 
-// fence resolves the fence to guard with: WithLock / WithFence (the last
-// given wins), else core.FenceFromContext (the innermost lock, else a
-// forwarded fence).
-func (c *config) fence(ctx context.Context) (core.FenceToken, error) {
-	var t core.FenceToken
+// fences resolves the fences to guard with: WithLock / WithFence (the last
+// given wins), else every lock in ctx (core.LocksFromContext), else a fence
+// forwarded by an upstream service. The result has one token per resource,
+// sorted by resource, so that concurrent transactions over overlapping
+// resource sets take the fence rows in one order and cannot deadlock.
+//
+// inner is the innermost lock's token (what Tx.Fence reports).
+func (c *config) fences(ctx context.Context) (toks []core.FenceToken, inner core.FenceToken, err error) {
 	switch {
 	case c.token != nil:
-		t = *c.token
+		toks = []core.FenceToken{*c.token}
 	default:
-		var ok bool
-		if t, ok = core.FenceFromContext(ctx); !ok {
-			return core.FenceToken{}, ErrNoFence
+		for _, l := range core.LocksFromContext(ctx) {
+			toks = append(toks, l.FenceToken())
+		}
+		if len(toks) == 0 {
+			t, ok := core.FenceFromContext(ctx)
+			if !ok {
+				return nil, inner, ErrNoFence
+			}
+			toks = []core.FenceToken{t}
 		}
 	}
 	if c.resource != "" {
-		t.Key = c.resource
+		if len(toks) > 1 {
+			return nil, inner, fmt.Errorf("%w: WithResource with %d locks in the context", ErrAmbiguousResource, len(toks))
+		}
+		toks[0].Key = c.resource
 	}
+	for _, t := range toks {
+		if err := checkFence(t); err != nil {
+			return nil, inner, err
+		}
+	}
+	inner = toks[0]
+	return dedupe(toks), inner, nil
+}
+
+func checkFence(t core.FenceToken) error {
 	switch {
 	case t.Fence == 0:
-		return core.FenceToken{}, fmt.Errorf("sqlguard: fence 0: %w", core.ErrInvalidFence)
+		return fmt.Errorf("sqlguard: fence 0: %w", core.ErrInvalidFence)
 	case t.Fence > math.MaxInt64:
 		// Columns are signed BIGINT. Fences issued by core are microsecond
 		// clock readings (about 2^51 today) and stay far below this.
-		return core.FenceToken{}, fmt.Errorf("sqlguard: fence %d exceeds the BIGINT range: %w", t.Fence, core.ErrInvalidFence)
+		return fmt.Errorf("sqlguard: fence %d exceeds the BIGINT range: %w", t.Fence, core.ErrInvalidFence)
 	case t.Key == "":
-		return core.FenceToken{}, fmt.Errorf("sqlguard: empty resource (set WithResource): %w", core.ErrInvalidFence)
+		return fmt.Errorf("sqlguard: empty resource (set WithResource): %w", core.ErrInvalidFence)
 	}
-	return t, nil
+	return nil
+}
+
+// dedupe sorts toks by stored resource name and keeps one token per
+// resource: the one with the highest fence (the same key held twice in one
+// context can only be a nested re-acquisition).
+func dedupe(toks []core.FenceToken) []core.FenceToken {
+	sort.SliceStable(toks, func(i, j int) bool {
+		return storedName(toks[i].Key, maxResourceLen) < storedName(toks[j].Key, maxResourceLen)
+	})
+	out := toks[:0]
+	for _, t := range toks {
+		if n := len(out); n > 0 && storedName(out[n-1].Key, maxResourceLen) == storedName(t.Key, maxResourceLen) {
+			if t.Fence > out[n-1].Fence {
+				out[n-1] = t
+			}
+			continue
+		}
+		out = append(out, t)
+	}
+	return out
 }
 
 // storedName maps a resource or owner to what is stored: itself when short

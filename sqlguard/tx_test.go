@@ -97,15 +97,10 @@ func TestTx_Update_rowGuard(t *testing.T) {
 			t.Fatal("the rejected transaction's fence record survived")
 		}
 
-		// Strict by default: the same fence may not write the row again...
+		// The same fence writes the row again (issue 15, point 1).
 		tx = begin(t, ctx, db, fences, tok("acct", base+2, "b"))
-		if _, err := tx.Update(accounts).Set("balance", 201).Where("id", 1).Exec(ctx); !errors.Is(err, sqlguard.ErrStaleFence) {
-			t.Fatalf("same fence, strict: %v", err)
-		}
-		// ...unless AllowSameFence says so.
-		tx = begin(t, ctx, db, fences, tok("acct", base+2, "b"))
-		if _, err := tx.Update(accounts).Set("balance", 202).Where("id", 1).AllowSameFence().Exec(ctx); err != nil {
-			t.Fatalf("same fence, AllowSameFence: %v", err)
+		if _, err := tx.Update(accounts).Set("balance", 202).Where("id", 1).Exec(ctx); err != nil {
+			t.Fatalf("same fence: %v", err)
 		}
 		if err := tx.Commit(); err != nil {
 			t.Fatal(err)
@@ -142,7 +137,7 @@ func TestTx_Update_SQL(t *testing.T) {
 	}{
 		{"postgres reuses the fence parameter", "postgres", func(tx *sqlguard.Tx) *sqlguard.Update {
 			return tx.Update("accounts").Set("balance", 1).Where("id", 7)
-		}, "UPDATE accounts SET balance = $1, fence = $2 WHERE id = $3 AND fence < $2", 3, nil},
+		}, "UPDATE accounts SET balance = $1, fence = $2 WHERE id = $3 AND fence <= $2", 3, nil},
 		{"sqlite binds it twice", "sqlite", func(tx *sqlguard.Tx) *sqlguard.Update {
 			return tx.Update("s.accounts").Set("a", 1).Set("b", 2).Where("id", 7).Where("shard", 1).FenceColumn("ver").AllowSameFence()
 		}, "UPDATE s.accounts SET a = ?, b = ?, ver = ? WHERE id = ? AND shard = ? AND ver <= ?", 6, nil},

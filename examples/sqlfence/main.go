@@ -1,10 +1,28 @@
-// Command sqlfence shows why a lock alone cannot protect data, and how
-// fencing does: holder A takes the lock on an account, reads the balance and
-// is then paused (a GC pause, a VM stall) for longer than its lease. The lock
-// expires, holder B takes it, and deposits. A wakes up and writes the balance
-// it computed before the pause. Without sqlguard, A's stale write silently
-// erases B's deposit; with sqlguard the database refuses it, because B's
-// higher fence is already recorded.
+// Command sqlfence shows why a lock alone cannot protect data, how fencing
+// does, and why the reads belong inside the guarded transaction.
+//
+// Holder A takes the lock on an account and is then paused (a GC pause, a VM
+// stall) for longer than its lease. The lock expires and holder B takes it.
+// The program plays four runs of that story:
+//
+//  1. Without sqlguard: A wakes up and writes the balance it computed before
+//     the pause; B's deposit is silently lost.
+//
+//  2. With sqlguard, A paused before its transaction: B's higher fence is
+//     recorded first, so A's BeginTx is refused (ErrStaleFence); A acquires
+//     again, reads again inside its new transaction and redoes the work.
+//
+//  3. With sqlguard, A paused inside its transaction, after its read: the
+//     resource guard's row lock makes B's BeginTx wait until A commits, so B's
+//     read, made inside B's transaction, sees A's withdrawal. Both stand.
+//
+//  4. The mistake the guard cannot catch: as 3, but B reads the balance
+//     before BeginTx. B reads while A's transaction is still open, and writes
+//     after it with a higher fence, which every check accepts: A's committed
+//     withdrawal is lost. Fencing orders the writes; only a read made inside
+//     the guarded transaction is ordered with them.
+//
+// Run it with
 //
 //	go run ./examples/sqlfence                          # SQLite file, embedded Redis
 //	go run ./examples/sqlfence -redis 127.0.0.1:6379    # a real Redis
@@ -20,9 +38,9 @@ package main
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"path/filepath"
@@ -36,13 +54,6 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/fencedlock/fencedlock/core"
-	"github.com/fencedlock/fencedlock/sqlguard"
-)
-
-const (
-	accounts = "sqlfence_accounts"
-	fences   = "sqlfence_fences"
-	key      = "account:42"
 )
 
 func main() {
@@ -52,228 +63,45 @@ func main() {
 	ttl := flag.Duration("ttl", 300*time.Millisecond, "lock lease")
 	flag.Parse()
 	log.SetFlags(0)
-
-	var mr *miniredis.Miniredis
-	if *addr == "" {
-		var err error
-		if mr, err = miniredis.Run(); err != nil {
-			log.Fatal(err)
-		}
-		defer mr.Close()
-		*addr = mr.Addr()
-		fmt.Println("redis:    embedded miniredis at", *addr)
-	} else {
-		fmt.Println("redis:   ", *addr)
-	}
-	// A and B are two service instances: each has its own Redis connection
-	// and lock client.
-	var inst [2]*core.Client
-	for i := range inst {
-		rdb := redis.NewClient(&redis.Options{Addr: *addr})
-		defer rdb.Close()
-		inst[i] = core.New(rdb, core.WithTTL(*ttl))
-		defer inst[i].Close()
-	}
-
-	db, desc, cleanup, err := open(*dsn, *drv)
-	if err != nil {
+	if err := run(os.Stdout, *addr, *dsn, *drv, *ttl); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// run plays every story and returns an error when one ends otherwise than
+// it should.
+func run(out io.Writer, addr, dsn, driver string, ttl time.Duration) error {
+	var mr *miniredis.Miniredis
+	if addr == "" {
+		var err error
+		if mr, err = miniredis.Run(); err != nil {
+			return err
+		}
+		defer mr.Close()
+		addr = mr.Addr()
+		fmt.Fprintln(out, "redis:    embedded miniredis at", addr)
+	} else {
+		fmt.Fprintln(out, "redis:   ", addr)
+	}
+	// A and B are two service instances: each has its own Redis connection
+	// and lock client. Auto-refresh is off: a paused process renews nothing.
+	var inst [2]*core.Client
+	for i := range inst {
+		rdb := redis.NewClient(&redis.Options{Addr: addr})
+		defer rdb.Close()
+		inst[i] = core.New(rdb, core.WithTTL(ttl), core.WithoutAutoRefresh())
+		defer inst[i].Close()
+	}
+	db, desc, cleanup, err := open(dsn, driver)
+	if err != nil {
+		return err
+	}
 	defer cleanup()
-	fmt.Println("database:", desc)
+	fmt.Fprintln(out, "database:", desc)
 
-	d := demo{db: db, a: inst[0], b: inst[1], mr: mr, ttl: *ttl}
-	ctx := context.Background()
-	var failed bool
-	for _, guarded := range []bool{false, true} {
-		balance, aErr, err := d.run(ctx, guarded)
-		if err != nil {
-			log.Fatal(err)
-		}
-		switch {
-		case !guarded && aErr == nil && balance == 70:
-			fmt.Println("  => B's deposit is lost: the lock expired under A, and nothing stopped its write.")
-		case guarded && errors.Is(aErr, sqlguard.ErrStaleFence) && balance == 120:
-			fmt.Println("  => A's stale write is refused by the database; redone under a new lock, both changes stand.")
-		default:
-			failed = true
-			fmt.Println("  => unexpected outcome")
-		}
-	}
-	d.drop(ctx)
-	if failed {
-		os.Exit(1)
-	}
-}
-
-type demo struct {
-	db   *sql.DB
-	a, b *core.Client         // instance A's and instance B's lock clients
-	mr   *miniredis.Miniredis // nil with a real Redis
-	ttl  time.Duration
-}
-
-// run plays the story once and returns the final balance and A's error.
-func (d demo) run(ctx context.Context, guarded bool) (balance int64, aErr error, err error) {
-	title := "without sqlguard"
-	if guarded {
-		title = "with sqlguard"
-	}
-	fmt.Printf("\n%s\n", title)
-	if err := d.reset(ctx); err != nil {
-		return 0, nil, err
-	}
-
-	a, err := d.a.Acquire(ctx, key)
-	if err != nil {
-		return 0, nil, err
-	}
-	aBal, err := d.balance(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	fmt.Printf("  A acquires %s  fence %d, reads balance %d, will withdraw 30\n", key, a.Fence(), aBal)
-
-	pause := 2 * d.ttl
-	fmt.Printf("  A pauses for %v (simulated GC pause; the lease is %v)\n", pause, d.ttl)
-	time.Sleep(pause)
-	if d.mr != nil {
-		d.mr.FastForward(pause) // miniredis expires keys on its own clock
-	}
-
-	b, err := d.b.TryAcquire(ctx, key)
-	if err != nil {
-		return 0, nil, fmt.Errorf("B could not acquire after A's lease expired: %w", err)
-	}
-	bctx, cancel := b.Context(ctx)
-	bBal, err := d.balance(bctx)
-	if err != nil {
-		cancel()
-		return 0, nil, err
-	}
-	bErr := d.write(bctx, guarded, bBal+50)
-	cancel()
-	_ = b.Release(ctx)
-	fmt.Printf("  B acquires %s  fence %d, reads balance %d, deposits 50: %s\n", key, b.Fence(), bBal, outcome(bErr))
-	if bErr != nil {
-		return 0, nil, bErr
-	}
-
-	// A resumes where it stopped. A paused process has not seen its lock's
-	// Done channel close; its context still carries the lock it had.
-	aErr = d.write(core.ContextWithLock(ctx, a), guarded, aBal-30)
-	fmt.Printf("  A wakes up, writes balance %d:  %s\n", aBal-30, outcome(aErr))
-	if err := a.Release(ctx); err != nil {
-		fmt.Printf("  A's release: %v\n", err)
-	}
-
-	if errors.Is(aErr, sqlguard.ErrStaleFence) {
-		// The right reaction to a stale fence: acquire again (a new, higher
-		// fence), read again, redo the work.
-		if err := d.redo(ctx); err != nil {
-			return 0, nil, err
-		}
-	}
-
-	balance, err = d.balance(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	fmt.Printf("  final balance %d\n", balance)
-	return balance, aErr, nil
-}
-
-// redo is A's withdrawal done again after the rejection.
-func (d demo) redo(ctx context.Context) error {
-	a, err := d.a.Acquire(ctx, key)
-	if err != nil {
-		return err
-	}
-	defer a.Release(ctx)
-	actx, cancel := a.Context(ctx)
-	defer cancel()
-	bal, err := d.balance(actx)
-	if err != nil {
-		return err
-	}
-	err = d.write(actx, true, bal-30)
-	fmt.Printf("  A acquires again  fence %d, reads balance %d, writes %d: %s\n", a.Fence(), bal, bal-30, outcome(err))
-	return err
-}
-
-// write stores a new balance as the holder of the lock in ctx.
-func (d demo) write(ctx context.Context, guarded bool, balance int64) error {
-	if !guarded {
-		tx, err := d.db.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		defer tx.Rollback()
-		if _, err := tx.ExecContext(ctx, "UPDATE "+accounts+" SET balance = "+d.param1()+" WHERE id = 42", balance); err != nil {
-			return err
-		}
-		return tx.Commit()
-	}
-	// The resource guard records the fence for "account:42" first; a holder
-	// whose fence is lower than the recorded one is refused right here.
-	tx, err := sqlguard.BeginTx(ctx, d.db, nil, sqlguard.WithTable(fences))
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	// The row guard: UPDATE ... SET balance = ?, fence = ? WHERE id = ? AND fence < ?
-	if _, err := tx.Update(accounts).Set("balance", balance).Where("id", 42).Exec(ctx); err != nil {
-		return err
-	}
-	return tx.Commit()
-}
-
-// param1 is the first bind parameter in the database's dialect.
-func (d demo) param1() string {
-	if dia, _ := sqlguard.DetectDialect(d.db.Driver()); dia == sqlguard.Postgres {
-		return "$1"
-	}
-	return "?"
-}
-
-func (d demo) balance(ctx context.Context) (int64, error) {
-	var n int64
-	err := d.db.QueryRowContext(ctx, "SELECT balance FROM "+accounts+" WHERE id = 42").Scan(&n)
-	return n, err
-}
-
-func (d demo) reset(ctx context.Context) error {
-	d.drop(ctx)
-	if err := sqlguard.Migrate(ctx, d.db, 0, sqlguard.WithTable(fences)); err != nil {
-		return err
-	}
-	for _, q := range []string{
-		"CREATE TABLE " + accounts + " (id BIGINT NOT NULL PRIMARY KEY, balance BIGINT NOT NULL, fence BIGINT NOT NULL DEFAULT 0)",
-		"INSERT INTO " + accounts + " (id, balance) VALUES (42, 100)",
-	} {
-		if _, err := d.db.ExecContext(ctx, q); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (d demo) drop(ctx context.Context) {
-	for _, t := range []string{accounts, fences} {
-		if _, err := d.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
-			log.Printf("dropping %s: %v", t, err)
-		}
-	}
-}
-
-func outcome(err error) string {
-	if err == nil {
-		return "committed"
-	}
-	if errors.Is(err, sqlguard.ErrStaleFence) {
-		return "REJECTED: " + err.Error()
-	}
-	return "failed: " + err.Error()
+	d := &demo{out: &lockedWriter{w: out}, db: db, a: inst[0], b: inst[1], mr: mr, ttl: ttl}
+	defer d.drop(context.Background())
+	return d.all(context.Background())
 }
 
 // open opens the database named by dsn (a temporary SQLite file when empty).
