@@ -17,8 +17,8 @@ import (
 //     it is spent, the remaining keys get one attempt each. Without WithWait
 //     it waits until ctx ends.
 //   - All or none: when a key cannot be had, the locks already taken are
-//     released before AcquireAll returns its error, which names the key
-//     and matches what Acquire would have returned for it (ErrNotAcquired,
+//     released before AcquireAll returns its error: a *KeyError naming
+//     the key, matching what Acquire returned for it (ErrNotAcquired,
 //     ErrUnavailable, ErrInvalidKey, ...).
 //
 // Each lock is its own *Lock (own token, lease, watchdog renewal, loss
@@ -46,7 +46,7 @@ func (c *Client) AcquireAll(ctx context.Context, keys []string, opts ...Option) 
 		l, err := c.Acquire(ctx, key, call...)
 		if err != nil {
 			rerr := releaseAll(ctx, cfg.releaseTimeout, byKey)
-			return nil, errors.Join(fmt.Errorf("core: AcquireAll: key %q: %w", key, err), rerr)
+			return nil, errors.Join(&KeyError{Key: key, Err: err}, rerr)
 		}
 		byKey[key] = l
 	}
@@ -124,3 +124,15 @@ func ReleaseAll(ctx context.Context, locks []*Lock) error {
 	}
 	return errors.Join(errs...)
 }
+
+// KeyError is AcquireAll's error for the key it could not take. Its message
+// leaves the key out (keys may carry user data and errors end up in logs);
+// errors.As gives it to the caller.
+type KeyError struct {
+	Key string
+	Err error
+}
+
+func (e *KeyError) Error() string { return "core: AcquireAll: " + e.Err.Error() }
+
+func (e *KeyError) Unwrap() error { return e.Err }

@@ -3,6 +3,7 @@ package core_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,8 +35,9 @@ func TestAcquireAll_allOrNone(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = b.AcquireAll(ctx, []string{"acct:1", "acct:2", "acct:3"}, core.WithWait(100*time.Millisecond))
-	if !errors.Is(err, core.ErrNotAcquired) {
-		t.Fatalf("AcquireAll = %v; want ErrNotAcquired", err)
+	var ke *core.KeyError
+	if !errors.Is(err, core.ErrNotAcquired) || !errors.As(err, &ke) || ke.Key != "acct:2" || strings.Contains(err.Error(), "acct") {
+		t.Fatalf("AcquireAll = %v; want ErrNotAcquired, a KeyError for acct:2 and no key in the message", err)
 	}
 	if held(t, rdb, "acct:1") || held(t, rdb, "acct:3") {
 		t.Fatal("a failed AcquireAll left a lock held")

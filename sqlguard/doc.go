@@ -9,7 +9,7 @@
 // highest fence that wrote each resource and refuse anything older, in the
 // same transaction as the write:
 //
-//	lock (core.Acquire)  →  fence (core.Lock.Fence)  →  WHERE stored fence < ours
+//	lock (core.Acquire)  →  fence (core.Lock.Fence)  →  WHERE stored fence < ours (or = ours, same holder)
 //
 // # Usage
 //

@@ -6,8 +6,11 @@ import (
 	"fmt"
 )
 
-// ExecFenced executes a write that carries the fence in its own WHERE clause
-// and treats "no row affected" as a stale fence:
+// ExecFenced executes a hand-written write that carries the fence in its
+// own WHERE clause and treats "no row affected" as a stale fence. Prefer
+// Tx.Update and Tx.Insert, which let the same holder write a row twice,
+// tell a missing row from a stale one and bind the fence per dialect; a
+// strict "fence < ours" as below refuses the holder's own second write:
 //
 //	tx.ExecFenced(ctx,
 //		"UPDATE accounts SET balance = $1, fence = $2 WHERE id = $3 AND fence < $2",
