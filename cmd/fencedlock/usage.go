@@ -1,0 +1,30 @@
+package main
+
+const usage = `fencedlock inspects and repairs the locks of fencedlock clients.
+
+Usage:
+  fencedlock [global flags] COMMAND [flags] [ARGS]
+
+Commands:
+  ls [-json] [PATTERN]         held locks under the prefix, one row each;
+                               PATTERN is a glob on the caller's key
+  show [-json] KEY             one lock: holder, lease, fence counter, waiters
+  release --force [-yes] KEY   remove the hold, notify waiters and raise the
+                               fence counter so the evicted holder's fenced
+                               writes are refused; asks unless -yes
+
+Global flags (also accepted after the command):
+  -redis ADDR     host:port, a redis:// or rediss:// URL, or a comma-separated
+                  list (a Cluster, or Sentinels with -master)
+  -master NAME    Sentinel master name: -redis lists the sentinels
+  -prefix P       key prefix (default "lock:", the same as core's)
+  -timeout D      per-command timeout (default 3s)
+
+Columns: key (the caller's key, unescaped; "#<hash>" for keys longer than
+128 bytes, which are stored hashed), owner (Lock.Owner: a hash of the token,
+never the token), ttl_ms, fence (the fence counter: the current holder's
+fence), waiters (connections subscribed to the key's release channel: one
+per waiting client process).
+
+Exit status: 0 done, 1 bad input or no such lock, 2 backend unreachable.
+`
