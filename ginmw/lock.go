@@ -51,7 +51,7 @@ func newMiddleware(fn string, l core.Locker, keys []KeyFunc, opts []Option) gin.
 	if l == nil {
 		panic("ginmw: " + fn + " with a nil core.Locker")
 	}
-	m := &middleware{l: l, keys: keys, cfg: newConfig(opts)}
+	m := &middleware{l: l, keys: keys, cfg: newConfig(opts), outage: guard.NewOutageLog(0, nil)}
 	return m.handle
 }
 
@@ -59,6 +59,9 @@ type middleware struct {
 	l    core.Locker
 	keys []KeyFunc
 	cfg  config
+	// outage logs the first backend failure, then a summary per interval,
+	// then the recovery: not one line per refused request.
+	outage *guard.OutageLog
 }
 
 func (m *middleware) handle(c *gin.Context) {
@@ -86,10 +89,9 @@ func (m *middleware) handle(c *gin.Context) {
 
 	req := c.Request
 	h, res := guard.Acquire(req.Context(), m.l, keys, p)
+	m.outage.Observe(res).Log(req.Context(), m.cfg.logger, pkgName, p.Name, res.Err)
 	switch res.Outcome {
-	case guard.Acquired:
-	case guard.FailedOpen:
-		m.log(req.Context(), slog.LevelWarn, "lock backend unavailable; running unlocked (WithFailOpen)", p.Name, res.Err)
+	case guard.Acquired, guard.FailedOpen:
 	default:
 		m.fail(c, p.Name, res)
 		return
@@ -116,8 +118,6 @@ func (m *middleware) fail(c *gin.Context, name string, res guard.Result) {
 	switch res.Outcome {
 	case guard.Misconfigured:
 		m.log(c.Request.Context(), slog.LevelError, "cannot derive the lock key", name, res.Err)
-	case guard.Unavailable:
-		m.log(c.Request.Context(), slog.LevelWarn, "lock backend unavailable", name, res.Err)
 	case guard.Lost:
 		m.log(c.Request.Context(), slog.LevelWarn, "lock lost while the handler ran", name, res.Err)
 	}

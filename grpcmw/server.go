@@ -56,6 +56,9 @@ type interceptor struct {
 	l   core.Locker
 	key KeyFunc
 	cfg config
+	// outage logs the first backend failure, then a summary per interval,
+	// then the recovery: not one line per refused call.
+	outage *guard.OutageLog
 }
 
 func newInterceptor(fn string, l core.Locker, key KeyFunc, opts []Option, stream bool) *interceptor {
@@ -65,7 +68,7 @@ func newInterceptor(fn string, l core.Locker, key KeyFunc, opts []Option, stream
 	if key == nil {
 		panic("grpcmw: " + fn + " with a nil KeyFunc")
 	}
-	return &interceptor{l: l, key: key, cfg: newConfig(opts, stream)}
+	return &interceptor{l: l, key: key, cfg: newConfig(opts, stream), outage: guard.NewOutageLog(0, nil)}
 }
 
 func (it *interceptor) policy(method string) guard.Policy {
@@ -134,11 +137,9 @@ func (it *interceptor) stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 // check turns an acquisition result into nil (run the handler) or the
 // error the call ends with.
 func (it *interceptor) check(ctx context.Context, method, name string, res guard.Result) error {
+	it.outage.Observe(res).Log(ctx, it.cfg.logger, "grpcmw", name, res.Err)
 	switch res.Outcome {
-	case guard.Acquired:
-		return nil
-	case guard.FailedOpen:
-		it.log(ctx, slog.LevelWarn, "lock backend unavailable; running unlocked (WithFailOpen)", name, res.Err)
+	case guard.Acquired, guard.FailedOpen:
 		return nil
 	}
 	return it.fail(ctx, method, name, res)
@@ -148,8 +149,6 @@ func (it *interceptor) fail(ctx context.Context, method, name string, res guard.
 	switch res.Outcome {
 	case guard.Misconfigured:
 		it.log(ctx, slog.LevelError, "cannot derive the lock key", name, res.Err)
-	case guard.Unavailable:
-		it.log(ctx, slog.LevelWarn, "lock backend unavailable", name, res.Err)
 	case guard.Lost:
 		it.log(ctx, slog.LevelWarn, "lock lost while the handler ran", name, res.Err)
 	}

@@ -52,11 +52,12 @@ func newMiddleware(fn string, l core.Locker, keys []KeyFunc, opts []Option) func
 		panic("httpmw: " + fn + " with a nil core.Locker")
 	}
 	cfg := newConfig(opts)
+	outage := guard.NewOutageLog(0, nil) // shared by every handler this middleware wraps
 	return func(next http.Handler) http.Handler {
 		if next == nil {
 			panic("httpmw: " + fn + " middleware applied to a nil http.Handler")
 		}
-		return &middleware{l: l, keys: keys, cfg: cfg, next: next}
+		return &middleware{l: l, keys: keys, cfg: cfg, next: next, outage: outage}
 	}
 }
 
@@ -65,6 +66,9 @@ type middleware struct {
 	keys []KeyFunc
 	cfg  config
 	next http.Handler
+	// outage logs the first backend failure, then a summary per interval,
+	// then the recovery: not one line per refused request.
+	outage *guard.OutageLog
 }
 
 func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -84,10 +88,9 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	h, res := guard.Acquire(r.Context(), m.l, keys, p)
+	m.outage.Observe(res).Log(r.Context(), m.cfg.logger, pkgName, p.Name, res.Err)
 	switch res.Outcome {
-	case guard.Acquired:
-	case guard.FailedOpen:
-		m.log(r.Context(), slog.LevelWarn, "lock backend unavailable; running unlocked (WithFailOpen)", p.Name, res.Err)
+	case guard.Acquired, guard.FailedOpen:
 	default:
 		m.fail(w, r, p.Name, res)
 		return
@@ -113,8 +116,6 @@ func (m *middleware) fail(w http.ResponseWriter, r *http.Request, name string, r
 	switch res.Outcome {
 	case guard.Misconfigured:
 		m.log(r.Context(), slog.LevelError, "cannot derive the lock key", name, res.Err)
-	case guard.Unavailable:
-		m.log(r.Context(), slog.LevelWarn, "lock backend unavailable", name, res.Err)
 	case guard.Lost:
 		m.log(r.Context(), slog.LevelWarn, "lock lost while the handler ran", name, res.Err)
 	}
