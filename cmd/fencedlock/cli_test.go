@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +185,21 @@ func TestUnreachableRedis_exit2NamesAddress(t *testing.T) {
 		if d := time.Since(start); d > 2*time.Second {
 			t.Errorf("%q: took %v to report an unreachable server", args, d)
 		}
+	}
+}
+
+func TestBench_printsTableAndCSV(t *testing.T) {
+	srv := redistest.Start(t)
+	csv := t.TempDir() + "/waits.csv"
+	code, out, errOut := runCLI(t, "", "-redis", srv.Addr(), "bench", "-workers", "3", "-duration", "300ms", "-csv", csv)
+	if code != exitOK || !strings.Contains(out, "fencedlock") || !strings.Contains(out, "polling-1ms") || !strings.Contains(out, "p99") {
+		t.Fatalf("exit %d, stdout %s, stderr %s", code, out, errOut)
+	}
+	b, err := os.ReadFile(csv)
+	if err != nil || !strings.HasPrefix(string(b), "variant,wait_us\n") || !strings.Contains(string(b), "\npolling-1ms,") {
+		t.Fatalf("csv: %v\n%.200s", err, b)
+	}
+	if n, _ := srv.Client(t).DBSize(context.Background()).Result(); n > 2 {
+		t.Errorf("bench left %d keys behind", n)
 	}
 }

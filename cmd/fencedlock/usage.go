@@ -12,6 +12,9 @@ Commands:
   release --force [-yes] KEY   remove the hold, notify waiters and raise the
                                fence counter so the evicted holder's fenced
                                writes are refused; asks unless -yes
+  bench [-workers N] [-duration D] [-hold D] [-csv FILE]
+                               contention benchmark against this Redis:
+                               fencedlock against a 1 ms polling lock
 
 Global flags (also accepted after the command):
   -redis ADDR     host:port, a redis:// or rediss:// URL, or a comma-separated
