@@ -203,3 +203,35 @@ func TestBench_printsTableAndCSV(t *testing.T) {
 		t.Errorf("bench left %d keys behind", n)
 	}
 }
+
+func TestWatch_showsHotKeyWithGrantRate(t *testing.T) {
+	srv := redistest.Start(t)
+	c := newLocker(t, srv)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { // a busy key: re-acquired continuously
+		defer close(done)
+		for ctx.Err() == nil {
+			if l, err := c.Acquire(ctx, "hot:1", core.WithWait(time.Second)); err == nil {
+				time.Sleep(20 * time.Millisecond) // held most of the time, ~45 grants/s
+				l.Release(context.Background())
+			}
+		}
+	}()
+	defer func() { cancel(); <-done }()
+	acquire(t, c, "cold:1")
+	code, out, errOut := runCLI(t, "", "-redis", srv.Addr(), "watch", "-interval", "200ms", "-n", "5")
+	if code != exitOK || !strings.Contains(out, "cold:1") || !strings.Contains(out, "GRANTS/S") {
+		t.Fatalf("exit %d, stderr %s, out %q", code, errOut, out)
+	}
+	// After the first frame the busy key shows a grant rate (fence
+	// increments per second) well above zero.
+	for _, frame := range strings.Split(out, "\x1b[H\x1b[2J")[2:] {
+		for _, line := range strings.Split(frame, "\n") {
+			if f := strings.Fields(line); len(f) == 6 && f[0] == "hot:1" && f[4] != "0.0" {
+				return
+			}
+		}
+	}
+	t.Fatalf("busy key never shown with a grant rate:\n%s", out)
+}

@@ -93,6 +93,8 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		return c.show(ctx, g, cmdArgs)
 	case "release":
 		return c.release(ctx, g, cmdArgs)
+	case "watch":
+		return c.watch(ctx, g, cmdArgs)
 	case "bench":
 		return c.bench(ctx, g, cmdArgs)
 	case "help":

@@ -12,6 +12,9 @@ Commands:
   release --force [-yes] KEY   remove the hold, notify waiters and raise the
                                fence counter so the evicted holder's fenced
                                writes are refused; asks unless -yes
+  watch [-interval D] [-top N] [-n N] [PATTERN]
+                               live view of the hottest keys (waiters,
+                               grants per second), until Ctrl-C
   bench [-workers N] [-duration D] [-hold D] [-csv FILE]
                                contention benchmark against this Redis:
                                fencedlock against a 1 ms polling lock
