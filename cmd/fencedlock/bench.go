@@ -48,7 +48,10 @@ func (c *cli) bench(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer s.rdb.Close()
+	defer s.close()
+	if s.etcd != nil {
+		return fmt.Errorf("%w: bench runs against Redis only", errInput)
+	}
 	if cfg.workers < 1 || cfg.duration <= 0 || cfg.hold < 0 {
 		return fmt.Errorf("%w: bench needs -workers >= 1 and a positive -duration", errInput)
 	}

@@ -11,14 +11,38 @@ import (
 	"text/tabwriter"
 
 	"github.com/redis/go-redis/v9"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/fencedlock/fencedlock/core"
 )
 
 // session is a parsed command with its connection.
 type session struct {
-	g   *globals
-	rdb redis.UniversalClient
+	g    *globals
+	rdb  redis.UniversalClient // nil on etcd
+	etcd *clientv3.Client      // nil on Redis
+}
+
+func (s *session) close() {
+	if s.rdb != nil {
+		s.rdb.Close()
+	}
+	if s.etcd != nil {
+		s.etcd.Close()
+	}
+}
+
+// list returns the held locks matching pattern on either backend.
+func (s *session) list(ctx context.Context, pattern string) ([]lockRow, error) {
+	if s.etcd != nil {
+		rows, err := etcdList(ctx, s.etcd, s.g.prefix, pattern)
+		if err != nil {
+			return nil, &unreachableError{addr: "etcd at " + s.g.etcd, err: err}
+		}
+		return rows, nil
+	}
+	rows, err := listLocks(ctx, s.rdb, s.g.prefix, pattern)
+	return rows, backendErr(s.g, err)
 }
 
 // open parses a command's flags (the globals included) and connects.
@@ -29,6 +53,13 @@ func (c *cli) open(ctx context.Context, g *globals, name string, args []string, 
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, flagErr(err)
+	}
+	if g.etcd != "" {
+		cli, err := connectEtcd(ctx, g)
+		if err != nil {
+			return nil, nil, err
+		}
+		return &session{g: g, etcd: cli}, fs.Args(), nil
 	}
 	rdb, err := connect(ctx, g)
 	if err != nil {
@@ -43,7 +74,7 @@ func (c *cli) ls(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer s.rdb.Close()
+	defer s.close()
 	if len(rest) > 1 {
 		return fmt.Errorf("%w: ls takes at most one PATTERN", errInput)
 	}
@@ -53,9 +84,9 @@ func (c *cli) ls(ctx context.Context, g *globals, args []string) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*g.timeout)
 	defer cancel()
-	rows, err := listLocks(cctx, s.rdb, g.prefix, pattern)
+	rows, err := s.list(cctx, pattern)
 	if err != nil {
-		return backendErr(g, err)
+		return err
 	}
 	slices.SortFunc(rows, func(a, b lockRow) int { return strings.Compare(a.Key, b.Key) })
 	if asJSON {
@@ -77,7 +108,7 @@ func (c *cli) show(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer s.rdb.Close()
+	defer s.close()
 	key, err := oneKey("show", rest)
 	if err != nil {
 		return err
@@ -97,14 +128,30 @@ func (c *cli) show(ctx context.Context, g *globals, args []string) error {
 func (s *session) held(ctx context.Context, key string) (lockRow, error) {
 	cctx, cancel := context.WithTimeout(ctx, s.g.timeout)
 	defer cancel()
-	row, ok, err := inspect(cctx, s.rdb, key, core.KeysFor(s.g.prefix, key).Lock)
+	row, ok, err := s.inspect(cctx, key)
 	if err != nil {
-		return lockRow{}, backendErr(s.g, err)
+		return lockRow{}, err
 	}
 	if !ok {
 		return lockRow{}, fmt.Errorf("%w: no lock is held on key %q under prefix %q", errInput, key, s.g.prefix)
 	}
 	return row, nil
+}
+
+func (s *session) inspect(ctx context.Context, key string) (lockRow, bool, error) {
+	lockKey := core.KeysFor(s.g.prefix, key).Lock
+	if s.etcd != nil {
+		q, err := etcdQueue(ctx, s.etcd, lockKey)
+		if err != nil {
+			return lockRow{}, false, &unreachableError{addr: "etcd at " + s.g.etcd, err: err}
+		}
+		if len(q) == 0 {
+			return lockRow{}, false, nil
+		}
+		return etcdRow(key, lockKey, q), true, nil
+	}
+	row, ok, err := inspect(ctx, s.rdb, key, lockKey)
+	return row, ok, backendErr(s.g, err)
 }
 
 func oneKey(cmd string, rest []string) (string, error) {

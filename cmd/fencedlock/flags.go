@@ -14,6 +14,7 @@ import (
 // its name.
 type globals struct {
 	redis   string
+	etcd    string
 	master  string
 	prefix  string
 	timeout time.Duration
@@ -29,6 +30,7 @@ func (g *globals) flagSet(name string, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&g.redis, "redis", g.redis, "Redis address, redis:// URL, or comma-separated list")
+	fs.StringVar(&g.etcd, "etcd", g.etcd, "etcd endpoints (host:port, comma-separated): inspect etcdlock locks instead of Redis")
 	fs.StringVar(&g.master, "master", g.master, "Sentinel master name")
 	fs.StringVar(&g.prefix, "prefix", g.prefix, "key prefix")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "per-command timeout")

@@ -38,7 +38,7 @@ func (c *cli) release(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer s.rdb.Close()
+	defer s.close()
 	key, err := oneKey("release", rest)
 	if err != nil {
 		return err
@@ -67,6 +67,16 @@ func (s *session) forceRelease(ctx context.Context, key, lockKey string) (evicte
 	k := keysOf(lockKey)
 	cctx, cancel := context.WithTimeout(ctx, s.g.timeout)
 	defer cancel()
+	if s.etcd != nil {
+		ev, ok, err := etcdForceRelease(cctx, s.etcd, s.g.prefix, key)
+		switch {
+		case err != nil:
+			return evicted{}, &unreachableError{addr: "etcd at " + s.g.etcd, err: err}
+		case !ok:
+			return evicted{}, fmt.Errorf("%w: no lock is held on key %q under prefix %q (released meanwhile)", errInput, key, s.g.prefix)
+		}
+		return ev, nil
+	}
 	keys := []string{k.Lock, k.Fence, k.Channel}
 	res, err := forceReleaseScript.Run(cctx, s.rdb, keys, publishCmd(s.rdb), fenceCounterMS).Slice()
 	if err != nil {

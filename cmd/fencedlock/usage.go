@@ -23,6 +23,10 @@ Global flags (also accepted after the command):
   -redis ADDR     host:port, a redis:// or rediss:// URL, or a comma-separated
                   list (a Cluster, or Sentinels with -master)
   -master NAME    Sentinel master name: -redis lists the sentinels
+  -etcd ENDPOINTS inspect etcdlock locks on etcd instead (host:port, comma-
+                  separated); ls, show, release and watch work there: the
+                  fence is the holder's create revision, waiters are the
+                  queued entries, ttl_ms is the lock's TTL (not time left)
   -prefix P       key prefix (default "lock:", the same as core's)
   -timeout D      per-command timeout (default 3s)
 

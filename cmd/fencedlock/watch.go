@@ -26,7 +26,7 @@ func (c *cli) watch(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer s.rdb.Close()
+	defer s.close()
 	if every < 100*time.Millisecond || top < 1 || count < 0 || len(rest) > 1 {
 		return fmt.Errorf("%w: watch [-interval >= 100ms] [-top N] [-n N] [PATTERN]", errInput)
 	}
@@ -36,12 +36,12 @@ func (c *cli) watch(ctx context.Context, g *globals, args []string) error {
 	}
 	prev := map[string]seen{}
 	for i := 0; count == 0 || i < count; i++ {
-		rows, err := listLocks(ctx, s.rdb, g.prefix, pattern)
+		rows, err := s.list(ctx, pattern)
 		if ctx.Err() != nil {
 			return nil // Ctrl-C
 		}
 		if err != nil {
-			return backendErr(g, err)
+			return err
 		}
 		now := time.Now()
 		c.drawWatch(g, hottest(rows, prev, now, top), len(rows), now)
