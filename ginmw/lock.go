@@ -51,7 +51,9 @@ func newMiddleware(fn string, l core.Locker, keys []KeyFunc, opts []Option) gin.
 	if l == nil {
 		panic("ginmw: " + fn + " with a nil core.Locker")
 	}
-	m := &middleware{l: l, keys: keys, cfg: newConfig(opts)}
+	cfg := newConfig(opts)
+	m := &middleware{l: l, keys: keys, cfg: cfg, outage: guard.NewOutageLog(0, nil),
+		hints: &guard.Hints{Max: cfg.retryMax, Jitter: cfg.retryJitter}}
 	return m.handle
 }
 
@@ -59,6 +61,10 @@ type middleware struct {
 	l    core.Locker
 	keys []KeyFunc
 	cfg  config
+	// outage logs the first backend failure, then a summary per interval,
+	// then the recovery: not one line per refused request.
+	outage *guard.OutageLog
+	hints  *guard.Hints // Retry-After from observed holds, capped, jittered
 }
 
 func (m *middleware) handle(c *gin.Context) {
@@ -86,17 +92,16 @@ func (m *middleware) handle(c *gin.Context) {
 
 	req := c.Request
 	h, res := guard.Acquire(req.Context(), m.l, keys, p)
+	m.outage.Observe(res).Log(req.Context(), m.cfg.logger, pkgName, p.Name, res.Err)
 	switch res.Outcome {
-	case guard.Acquired:
-	case guard.FailedOpen:
-		m.log(req.Context(), slog.LevelWarn, "lock backend unavailable; running unlocked (WithFailOpen)", p.Name, res.Err)
+	case guard.Acquired, guard.FailedOpen:
 	default:
 		m.fail(c, p.Name, res)
 		return
 	}
 	// Deferred, so the locks are also released when a handler panics; the
 	// panic then goes on to gin.Recovery.
-	defer m.release(c, req, h, p.Name)
+	defer m.release(c, req, h, p.Name, time.Now())
 
 	c.Request = req.WithContext(h.Context())
 	c.Next()
@@ -105,8 +110,11 @@ func (m *middleware) handle(c *gin.Context) {
 	}
 }
 
-func (m *middleware) release(c *gin.Context, req *http.Request, h *guard.Held, name string) {
+func (m *middleware) release(c *gin.Context, req *http.Request, h *guard.Held, name string, start time.Time) {
 	c.Request = req
+	if len(h.Locks()) > 0 {
+		m.hints.ObserveHold(time.Since(start))
+	}
 	if err := h.Release(); err != nil {
 		m.log(req.Context(), slog.LevelWarn, "release failed; the lease expires on its own", name, err)
 	}
@@ -116,10 +124,11 @@ func (m *middleware) fail(c *gin.Context, name string, res guard.Result) {
 	switch res.Outcome {
 	case guard.Misconfigured:
 		m.log(c.Request.Context(), slog.LevelError, "cannot derive the lock key", name, res.Err)
-	case guard.Unavailable:
-		m.log(c.Request.Context(), slog.LevelWarn, "lock backend unavailable", name, res.Err)
 	case guard.Lost:
 		m.log(c.Request.Context(), slog.LevelWarn, "lock lost while the handler ran", name, res.Err)
+	}
+	if res.Outcome == guard.Contended || res.Outcome == guard.Unavailable {
+		res.RetryAfter = m.hints.For(res, m.cfg.policy.TTL)
 	}
 	e := newError(res)
 	_ = c.Error(e).SetType(gin.ErrorTypePrivate)
@@ -154,8 +163,10 @@ type Error struct {
 	// Message is a short client-safe text; it never contains the key or
 	// backend error text.
 	Message string
-	// RetryAfter is the lock holder's remaining lease when the key was held
-	// elsewhere (0 when unknown or not applicable).
+	// RetryAfter is when to try again: for 409, the smaller of the holder's
+	// remaining lease and the route's observed hold time; for 503, about 2 s;
+	// capped by WithMaxRetryAfter, jittered by WithRetryJitter (0 for other
+	// statuses).
 	RetryAfter time.Duration
 	// Err is the underlying error.
 	Err error
@@ -188,11 +199,11 @@ func (e *Error) Unwrap() error { return e.Err }
 type ErrorHandler func(c *gin.Context, e *Error)
 
 // DefaultErrorHandler aborts with e.Status and the JSON body
-// {"error": e.Code, "message": e.Message}, plus, when the key was held
-// elsewhere, a Retry-After header: the holder's remaining lease in whole
+// {"error": e.Code, "message": e.Message}, plus, for 409 (held elsewhere)
+// and 503 (backend unreachable), a Retry-After header: e.RetryAfter in whole
 // seconds, rounded up (at least 1).
 func DefaultErrorHandler(c *gin.Context, e *Error) {
-	if e.contended {
+	if e.contended || e.RetryAfter > 0 {
 		c.Header("Retry-After", strconv.Itoa(guard.RetryAfterSeconds(e.RetryAfter)))
 	}
 	c.AbortWithStatusJSON(e.Status, gin.H{"error": e.Code, "message": e.Message})

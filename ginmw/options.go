@@ -22,6 +22,8 @@ type config struct {
 	policy       guard.Policy
 	errorHandler ErrorHandler
 	logger       *slog.Logger // nil: slog.Default() at log time
+	retryMax     time.Duration
+	retryJitter  float64
 }
 
 func newConfig(opts []Option) config {
@@ -90,6 +92,28 @@ func WithReleaseTimeout(d time.Duration) Option {
 // ...) to every acquisition, after the ones the other options imply.
 func WithLockOptions(opts ...core.Option) Option {
 	return policy(guard.AddLockOptions(pkgName, opts))
+}
+
+// WithMaxRetryAfter caps the Retry-After hint of this route's 409 and 503
+// answers. Without it a 409 hint is the smaller of the holder's remaining
+// lease and the hold time observed on the route (a moving mean of released
+// holds), and a 503 hint is about 2 s.
+func WithMaxRetryAfter(d time.Duration) Option {
+	if d <= 0 {
+		panic("ginmw: WithMaxRetryAfter needs a positive duration")
+	}
+	return func(c *config) { c.retryMax = d }
+}
+
+// WithRetryJitter adds up to fraction (0 < fraction <= 1) of the hint at
+// random to each Retry-After, so that clients refused in the same moment
+// spread out. Off by default: the header counts whole seconds, so jitter
+// only spreads hints of a few seconds or more.
+func WithRetryJitter(fraction float64) Option {
+	if !(fraction > 0 && fraction <= 1) {
+		panic("ginmw: WithRetryJitter needs a fraction in (0, 1]")
+	}
+	return func(c *config) { c.retryJitter = fraction }
 }
 
 // WithLogger sets where the middleware reports what no response shows:

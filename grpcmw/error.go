@@ -24,9 +24,9 @@ type Error struct {
 	// Message is a short client-safe text; it never contains the key or
 	// backend error text.
 	Message string
-	// RetryAfter is the lock holder's remaining lease when the key was held
-	// elsewhere; when the backend did not say, the TTL (WithTTL, else
-	// core.DefaultTTL) as an upper bound. 0 for other outcomes.
+	// RetryAfter is when to try again: for Aborted, the smaller of the
+	// holder's remaining lease and the method's observed hold time; for
+	// Unavailable, about 2 s (0 for other codes).
 	RetryAfter time.Duration
 	// Err is the underlying error.
 	Err error
@@ -73,12 +73,13 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // GRPCStatus is the client-safe status for e: Code and Message and, when
-// the key was held elsewhere, an errdetails.RetryInfo whose delay is
+// the key was held elsewhere or the backend was unreachable, an
+// errdetails.RetryInfo whose delay is
 // RetryAfter rounded up to the millisecond. Returning e itself from a handler or an ErrorHandler sends
 // this status, not Error's text.
 func (e *Error) GRPCStatus() *status.Status {
 	st := status.New(e.Code, e.Message)
-	if !e.contended {
+	if !e.contended && e.RetryAfter <= 0 {
 		return st
 	}
 	d := (e.RetryAfter + time.Millisecond - 1).Truncate(time.Millisecond)

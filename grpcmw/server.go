@@ -56,6 +56,10 @@ type interceptor struct {
 	l   core.Locker
 	key KeyFunc
 	cfg config
+	// outage logs the first backend failure, then a summary per interval,
+	// then the recovery: not one line per refused call.
+	outage *guard.OutageLog
+	hints  *guard.Hints // RetryInfo from observed holds
 }
 
 func newInterceptor(fn string, l core.Locker, key KeyFunc, opts []Option, stream bool) *interceptor {
@@ -65,7 +69,7 @@ func newInterceptor(fn string, l core.Locker, key KeyFunc, opts []Option, stream
 	if key == nil {
 		panic("grpcmw: " + fn + " with a nil KeyFunc")
 	}
-	return &interceptor{l: l, key: key, cfg: newConfig(opts, stream)}
+	return &interceptor{l: l, key: key, cfg: newConfig(opts, stream), outage: guard.NewOutageLog(0, nil), hints: &guard.Hints{}}
 }
 
 func (it *interceptor) policy(method string) guard.Policy {
@@ -134,11 +138,9 @@ func (it *interceptor) stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 // check turns an acquisition result into nil (run the handler) or the
 // error the call ends with.
 func (it *interceptor) check(ctx context.Context, method, name string, res guard.Result) error {
+	it.outage.Observe(res).Log(ctx, it.cfg.logger, "grpcmw", name, res.Err)
 	switch res.Outcome {
-	case guard.Acquired:
-		return nil
-	case guard.FailedOpen:
-		it.log(ctx, slog.LevelWarn, "lock backend unavailable; running unlocked (WithFailOpen)", name, res.Err)
+	case guard.Acquired, guard.FailedOpen:
 		return nil
 	}
 	return it.fail(ctx, method, name, res)
@@ -148,19 +150,19 @@ func (it *interceptor) fail(ctx context.Context, method, name string, res guard.
 	switch res.Outcome {
 	case guard.Misconfigured:
 		it.log(ctx, slog.LevelError, "cannot derive the lock key", name, res.Err)
-	case guard.Unavailable:
-		it.log(ctx, slog.LevelWarn, "lock backend unavailable", name, res.Err)
 	case guard.Lost:
 		it.log(ctx, slog.LevelWarn, "lock lost while the handler ran", name, res.Err)
 	}
-	if res.Outcome == guard.Contended && res.RetryAfter <= 0 {
-		// The holder's lease is unknown (say, another call of this process
-		// is acquiring it right now): its TTL bounds it, and a zero hint
-		// would invite a hot retry loop.
-		res.RetryAfter = it.cfg.policy.TTL
-		if res.RetryAfter <= 0 {
-			res.RetryAfter = core.DefaultTTL
+	if res.Outcome == guard.Contended || res.Outcome == guard.Unavailable {
+		// The smaller of the holder's remaining lease and the method's
+		// observed hold time; an unknown lease (say, another call of this
+		// process is acquiring it right now) is bounded by the TTL, since a
+		// zero hint would invite a hot retry loop.
+		ttl := it.cfg.policy.TTL
+		if ttl <= 0 {
+			ttl = core.DefaultTTL
 		}
+		res.RetryAfter = it.hints.For(res, ttl)
 	}
 	e := newError(res)
 	if err := it.cfg.errorHandler(ctx, method, e); err != nil {
@@ -170,6 +172,7 @@ func (it *interceptor) fail(ctx context.Context, method, name string, res guard.
 }
 
 func (it *interceptor) release(ctx context.Context, h *guard.Held, name string) {
+	it.hints.ObserveHold(h.HeldFor())
 	if err := h.Release(); err != nil {
 		it.log(ctx, slog.LevelWarn, "release failed; the lease expires on its own", name, err)
 	}

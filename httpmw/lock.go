@@ -52,11 +52,13 @@ func newMiddleware(fn string, l core.Locker, keys []KeyFunc, opts []Option) func
 		panic("httpmw: " + fn + " with a nil core.Locker")
 	}
 	cfg := newConfig(opts)
+	outage := guard.NewOutageLog(0, nil) // shared by every handler this middleware wraps
+	hints := &guard.Hints{Max: cfg.retryMax, Jitter: cfg.retryJitter}
 	return func(next http.Handler) http.Handler {
 		if next == nil {
 			panic("httpmw: " + fn + " middleware applied to a nil http.Handler")
 		}
-		return &middleware{l: l, keys: keys, cfg: cfg, next: next}
+		return &middleware{l: l, keys: keys, cfg: cfg, next: next, outage: outage, hints: hints}
 	}
 }
 
@@ -65,6 +67,10 @@ type middleware struct {
 	keys []KeyFunc
 	cfg  config
 	next http.Handler
+	// outage logs the first backend failure, then a summary per interval,
+	// then the recovery: not one line per refused request.
+	outage *guard.OutageLog
+	hints  *guard.Hints // Retry-After from observed holds, capped, jittered
 }
 
 func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -84,17 +90,16 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	h, res := guard.Acquire(r.Context(), m.l, keys, p)
+	m.outage.Observe(res).Log(r.Context(), m.cfg.logger, pkgName, p.Name, res.Err)
 	switch res.Outcome {
-	case guard.Acquired:
-	case guard.FailedOpen:
-		m.log(r.Context(), slog.LevelWarn, "lock backend unavailable; running unlocked (WithFailOpen)", p.Name, res.Err)
+	case guard.Acquired, guard.FailedOpen:
 	default:
 		m.fail(w, r, p.Name, res)
 		return
 	}
 	// Deferred, so the locks are also released when the handler panics;
 	// the panic then continues to the server (http.ErrAbortHandler too).
-	defer m.release(h, r, p.Name)
+	defer m.release(h, r, p.Name, time.Now())
 
 	rw := &responseWriter{ResponseWriter: w}
 	m.next.ServeHTTP(rw, r.WithContext(h.Context()))
@@ -103,7 +108,10 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (m *middleware) release(h *guard.Held, r *http.Request, name string) {
+func (m *middleware) release(h *guard.Held, r *http.Request, name string, start time.Time) {
+	if len(h.Locks()) > 0 {
+		m.hints.ObserveHold(time.Since(start))
+	}
 	if err := h.Release(); err != nil {
 		m.log(r.Context(), slog.LevelWarn, "release failed; the lease expires on its own", name, err)
 	}
@@ -113,10 +121,11 @@ func (m *middleware) fail(w http.ResponseWriter, r *http.Request, name string, r
 	switch res.Outcome {
 	case guard.Misconfigured:
 		m.log(r.Context(), slog.LevelError, "cannot derive the lock key", name, res.Err)
-	case guard.Unavailable:
-		m.log(r.Context(), slog.LevelWarn, "lock backend unavailable", name, res.Err)
 	case guard.Lost:
 		m.log(r.Context(), slog.LevelWarn, "lock lost while the handler ran", name, res.Err)
+	}
+	if res.Outcome == guard.Contended || res.Outcome == guard.Unavailable {
+		res.RetryAfter = m.hints.For(res, m.cfg.policy.TTL)
 	}
 	m.cfg.errorHandler(w, r, newError(res))
 }
@@ -147,8 +156,10 @@ type Error struct {
 	// Message is a short client-safe text; it never contains the key or
 	// backend error text.
 	Message string
-	// RetryAfter is the lock holder's remaining lease when the key was held
-	// elsewhere (0 when unknown or not applicable).
+	// RetryAfter is when to try again: for 409, the smaller of the holder's
+	// remaining lease and the route's observed hold time; for 503, about 2 s;
+	// capped by WithMaxRetryAfter, jittered by WithRetryJitter (0 for other
+	// statuses).
 	RetryAfter time.Duration
 	// Err is the underlying error.
 	Err error
@@ -181,10 +192,10 @@ func (e *Error) Unwrap() error { return e.Err }
 type ErrorHandler func(w http.ResponseWriter, r *http.Request, e *Error)
 
 // DefaultErrorHandler answers e.Status with e.Message as plain text and,
-// when the key was held elsewhere, a Retry-After header: the holder's
-// remaining lease in whole seconds, rounded up (at least 1).
+// for 409 (held elsewhere) and 503 (backend unreachable), a Retry-After
+// header: e.RetryAfter in whole seconds, rounded up (at least 1).
 func DefaultErrorHandler(w http.ResponseWriter, _ *http.Request, e *Error) {
-	if e.contended {
+	if e.contended || e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(guard.RetryAfterSeconds(e.RetryAfter)))
 	}
 	http.Error(w, e.Message, e.Status)

@@ -9,10 +9,21 @@
 //   - POST /queued/coupons/:id/claim waits up to 10s for the lock: the
 //     burst is served one by one and the stock never goes below zero.
 //
+// With -listen it serves instead, until Ctrl-C, so a real load generator
+// can be pointed at it; the coupons are restocked every second and the debug
+// page of package lockdebug is at /debug/locks.
+//
 // Usage:
 //
 //	go run ./examples/ginserver                      # embedded Redis (miniredis)
 //	go run ./examples/ginserver -redis 127.0.0.1:6379
+//	go run ./examples/ginserver -listen 127.0.0.1:8080
+//
+// then, from another shell:
+//
+//	curl -i -X POST http://127.0.0.1:8080/coupons/1/claim
+//	wrk -t2 -c50 -d10s -s <(echo 'wrk.method="POST"') http://127.0.0.1:8080/coupons/1/claim
+//	curl -s 'http://127.0.0.1:8080/debug/locks?format=json'
 package main
 
 import (
@@ -33,6 +44,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/fencedlock/fencedlock/core"
 	"github.com/fencedlock/fencedlock/ginmw"
+	"github.com/fencedlock/fencedlock/lockdebug"
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
 )
@@ -44,18 +56,19 @@ func main() {
 	burst := flag.Int("burst", 20, "concurrent claims per burst")
 	hold := flag.Duration("hold", 100*time.Millisecond, "how long each claim works while holding the lock")
 	otelMode := flag.String("otel", "off", "telemetry: off, or stdout to print spans and metrics")
+	listen := flag.String("listen", "", "serve on this address until interrupted, instead of firing bursts")
 	flag.Parse()
 	tel, err := oteldemo.Setup(*otelMode, os.Stdout)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer tel.Shutdown(context.Background()) // prints the metrics at exit
-	if err := run(*addr, *burst, *hold, tel.Observer()); err != nil {
+	if err := run(*addr, *listen, *burst, *hold, tel.Observer()); err != nil {
 		log.Fatal("ginserver: ", err)
 	}
 }
 
-func run(addr string, burst int, hold time.Duration, obs core.Observer) error {
+func run(addr, listen string, burst int, hold time.Duration, obs core.Observer) error {
 	if addr == "" {
 		mr, err := miniredis.Run()
 		if err != nil {
@@ -83,6 +96,10 @@ func run(addr string, burst int, hold time.Duration, obs core.Observer) error {
 	r.POST("/queued/coupons/:id/claim",
 		ginmw.Lock(locker, ginmw.Template("coupon:{id}"), ginmw.WithTTL(5*time.Second), ginmw.WithWait(10*time.Second)), shop.claim)
 
+	if listen != "" {
+		r.GET("/debug/locks", gin.WrapH(lockdebug.Handler(locker)))
+		return serve(ctx, listen, r, shop)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err

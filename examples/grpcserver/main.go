@@ -7,6 +7,14 @@
 //
 //	go run ./examples/grpcserver                        # embedded Redis (miniredis)
 //	go run ./examples/grpcserver -redis 127.0.0.1:6379  # a real one
+//	go run ./examples/grpcserver -listen 127.0.0.1:9090 # serve until Ctrl-C
+//
+// With -listen it serves Orders with gRPC server reflection instead of
+// running its own clients, so grpcurl and ghz need no .proto file:
+//
+//	grpcurl -plaintext 127.0.0.1:9090 list
+//	grpcurl -plaintext -d '{"order_id":"42","amount_cents":1999}' 127.0.0.1:9090 fencedlock.example.orders.Orders/Pay
+//	ghz --insecure -c 50 -n 2000 --call fencedlock.example.orders.Orders/Pay -d '{"order_id":"42"}' 127.0.0.1:9090
 package main
 
 import (
@@ -37,6 +45,7 @@ func main() {
 	redisAddr := flag.String("redis", "", "Redis address (default: an embedded miniredis)")
 	payers := flag.Int("payers", 4, "concurrent Pay calls for the same order")
 	otelMode := flag.String("otel", "off", "telemetry: off, or stdout to print spans and metrics")
+	listen := flag.String("listen", "", "serve on this address (with reflection) until interrupted, instead of running clients")
 	flag.Parse()
 	tel, err := oteldemo.Setup(*otelMode, os.Stdout)
 	if err != nil {
@@ -44,12 +53,12 @@ func main() {
 	}
 	defer tel.Shutdown(context.Background()) // prints the metrics at exit
 	log.SetFlags(0)
-	if err := run(*redisAddr, *payers, tel.Observer()); err != nil {
+	if err := run(*redisAddr, *listen, *payers, tel.Observer()); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(redisAddr string, payers int, obs core.Observer) error {
+func run(redisAddr, listen string, payers int, obs core.Observer) error {
 	where := "real Redis at " + redisAddr
 	if redisAddr == "" {
 		mr, err := miniredis.Run()
@@ -76,6 +85,9 @@ func run(redisAddr string, payers int, obs core.Observer) error {
 			grpcmw.WithTTL(time.Second), grpcmw.WithAutoRefresh()),
 	))
 	orderpb.RegisterOrdersServer(srv, &orders{db: db})
+	if listen != "" {
+		return serve(listen, srv)
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err

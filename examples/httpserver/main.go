@@ -9,10 +9,22 @@
 //   - POST /queued/coupons/{id}/claim waits up to 10s for the lock: the
 //     burst is served one by one and the stock never goes below zero.
 //
+// With -listen it serves instead, until Ctrl-C, so a real load generator
+// can be pointed at it; the coupons are restocked every second and the debug
+// page of package lockdebug is at /debug/locks.
+//
 // Usage:
 //
 //	go run ./examples/httpserver                      # embedded Redis (miniredis)
 //	go run ./examples/httpserver -redis 127.0.0.1:6379
+//	go run ./examples/httpserver -listen 127.0.0.1:8080
+//
+// then, from another shell:
+//
+//	curl -i -X POST http://127.0.0.1:8080/coupons/1/claim
+//	wrk -t2 -c50 -d10s -s <(echo 'wrk.method="POST"') http://127.0.0.1:8080/coupons/1/claim
+//	hey -n 2000 -c 50 -m POST http://127.0.0.1:8080/queued/coupons/2/claim
+//	curl -s 'http://127.0.0.1:8080/debug/locks?format=json'
 package main
 
 import (
@@ -34,6 +46,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/fencedlock/fencedlock/core"
 	"github.com/fencedlock/fencedlock/httpmw"
+	"github.com/fencedlock/fencedlock/lockdebug"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -44,18 +57,19 @@ func main() {
 	burst := flag.Int("burst", 20, "concurrent claims per burst")
 	hold := flag.Duration("hold", 100*time.Millisecond, "how long each claim works while holding the lock")
 	otelMode := flag.String("otel", "off", "telemetry: off, or stdout to print spans and metrics")
+	listen := flag.String("listen", "", "serve on this address until interrupted, instead of firing bursts")
 	flag.Parse()
 	tel, err := oteldemo.Setup(*otelMode, os.Stdout)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer tel.Shutdown(context.Background()) // prints the metrics at exit
-	if err := run(*addr, *burst, *hold, tel.Observer()); err != nil {
+	if err := run(*addr, *listen, *burst, *hold, tel.Observer()); err != nil {
 		log.Fatal("httpserver: ", err)
 	}
 }
 
-func run(addr string, burst int, hold time.Duration, obs core.Observer) error {
+func run(addr, listen string, burst int, hold time.Duration, obs core.Observer) error {
 	if addr == "" {
 		mr, err := miniredis.Run()
 		if err != nil {
@@ -84,6 +98,10 @@ func run(addr string, burst int, hold time.Duration, obs core.Observer) error {
 	mux.Handle("POST /queued/coupons/{id}/claim",
 		httpmw.Lock(locker, httpmw.Template("coupon:{id}"), httpmw.WithTTL(5*time.Second), httpmw.WithWait(10*time.Second))(http.HandlerFunc(shop.claim)))
 
+	if listen != "" {
+		mux.Handle("GET /debug/locks", lockdebug.Handler(locker))
+		return serve(ctx, listen, mux, shop)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err

@@ -82,6 +82,7 @@ type Held struct {
 	ctx     context.Context
 	cancels []context.CancelFunc
 	timeout time.Duration
+	start   time.Time // when the locks were all held
 }
 
 // Classify maps an error from Locker.Acquire to an outcome. A request
@@ -147,7 +148,17 @@ func Acquire(ctx context.Context, l core.Locker, keys []string, p Policy) (*Held
 		h.ctx, cancel = lk.Context(h.ctx)
 		h.cancels = append(h.cancels, cancel)
 	}
+	h.start = time.Now()
 	return h, Result{Outcome: Acquired}
+}
+
+// HeldFor is how long the locks have been held (0 when none was taken
+// here), for Retry-After hints from observed holds.
+func (h *Held) HeldFor() time.Duration {
+	if h == nil || len(h.locks) == 0 {
+		return 0
+	}
+	return time.Since(h.start)
 }
 
 func (p Policy) options() []core.Option {

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/fencedlock/fencedlock/core"
+)
+
+// lockRow is one held lock as ls and show print it. Fields are only ever
+// added (shared and permit holders will join when the lock family exists),
+// so scripts reading -json keep working.
+type lockRow struct {
+	Key        string `json:"key"`         // the caller's key, unescaped ("#hash" when stored hashed)
+	Owner      string `json:"owner"`       // Lock.Owner of the holder, never the token
+	TTLms      int64  `json:"ttl_ms"`      // remaining lease in Redis
+	Fence      uint64 `json:"fence"`       // the fence counter: the holder's fence
+	Waiters    int64  `json:"waiters"`     // connections subscribed to the release channel
+	BackendKey string `json:"backend_key"` // the Redis key, for redis-cli
+	Hashed     bool   `json:"hashed,omitempty"`
+}
+
+// ownerID is Lock.Owner's derivation: the first 8 bytes of the token's
+// SHA-256, hex. Operators see this id, which cannot release the lock.
+func ownerID(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:8])
+}
+
+var keyUnescaper = strings.NewReplacer("%25", "%", "%7B", "{", "%7D", "}", "%23", "#")
+
+// callerKey recovers the caller's key from a backend lock key under
+// prefix; ok is false for keys that are not lock keys (fence counters,
+// foreign keys).
+func callerKey(prefix, backendKey string) (key string, hashed, ok bool) {
+	rest, found := strings.CutPrefix(backendKey, prefix+"{")
+	if !found || !strings.HasSuffix(rest, "}") {
+		return "", false, false
+	}
+	tag := strings.TrimSuffix(rest, "}")
+	if tag == "" || strings.ContainsAny(tag, "{}") {
+		return "", false, false
+	}
+	if strings.HasPrefix(tag, "#") {
+		return tag, true, true
+	}
+	return keyUnescaper.Replace(tag), false, true
+}
+
+// globEscape quotes the glob metacharacters of a literal for SCAN MATCH.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// scanLocks lists the lock keys under prefix on every primary.
+func scanLocks(ctx context.Context, rdb redis.UniversalClient, prefix string) ([]string, error) {
+	match := globEscape(prefix) + "{*}"
+	var keys []string
+	scanOne := func(ctx context.Context, c *redis.Client) error {
+		it := c.Scan(ctx, 0, match, 500).Iterator()
+		for it.Next(ctx) {
+			keys = append(keys, it.Val())
+		}
+		return it.Err()
+	}
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		var mu sync.Mutex // ForEachMaster runs the callbacks concurrently
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return scanOne(ctx, c)
+		})
+		return keys, err
+	}
+	c, ok := rdb.(*redis.Client)
+	if !ok {
+		return nil, errors.New("fencedlock: ls needs a standalone, Sentinel or Cluster client")
+	}
+	return keys, scanOne(ctx, c)
+}
+
+// keysOf derives a lock's fence counter and release channel from its
+// backend lock key, as core.KeysFor lays them out.
+func keysOf(lockKey string) core.Keys {
+	return core.Keys{Lock: lockKey, Fence: lockKey + ":f", Channel: lockKey + ":r"}
+}
+
+// inspect reads the state of the lock stored at lockKey; key is the
+// caller's key shown for it. ok is false when the lock is not held.
+func inspect(ctx context.Context, rdb redis.UniversalClient, key, lockKey string) (lockRow, bool, error) {
+	k := keysOf(lockKey)
+	pipe := rdb.Pipeline()
+	tok := pipe.Get(ctx, k.Lock)
+	pttl := pipe.PTTL(ctx, k.Lock)
+	fence := pipe.Get(ctx, k.Fence)
+	_, err := pipe.Exec(ctx)
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return lockRow{}, false, err
+	}
+	if errors.Is(tok.Err(), redis.Nil) {
+		return lockRow{}, false, nil
+	}
+	row := lockRow{Key: key, Owner: ownerID(tok.Val()), TTLms: pttl.Val().Milliseconds(), BackendKey: k.Lock}
+	if f, perr := strconv.ParseUint(fence.Val(), 10, 64); perr == nil {
+		row.Fence = f
+	}
+	row.Waiters = waiters(ctx, rdb, k.Channel)
+	return row, true, nil
+}
+
+// waiters counts subscribers of a release channel, plain and sharded.
+func waiters(ctx context.Context, rdb redis.UniversalClient, channel string) int64 {
+	var n int64
+	if m, err := rdb.PubSubNumSub(ctx, channel).Result(); err == nil {
+		n += m[channel]
+	}
+	if m, err := rdb.PubSubShardNumSub(ctx, channel).Result(); err == nil {
+		n += m[channel]
+	}
+	return n
+}
+
+// listLocks returns the held locks whose caller's key matches pattern
+// ("" matches all).
+func listLocks(ctx context.Context, rdb redis.UniversalClient, prefix, pattern string) ([]lockRow, error) {
+	keys, err := scanLocks(ctx, rdb, prefix)
+	if err != nil {
+		return nil, err
+	}
+	rows := []lockRow{}
+	for _, bk := range keys {
+		key, hashed, ok := callerKey(prefix, bk)
+		if !ok || (pattern != "" && !globMatch(pattern, key)) {
+			continue
+		}
+		row, held, err := inspect(ctx, rdb, key, bk)
+		if err != nil {
+			return nil, err
+		}
+		if held {
+			row.Hashed = hashed
+			rows = append(rows, row)
+		}
+	}
+	return rows, nil
+}
+
+func globMatch(pattern, key string) bool {
+	ok, err := path.Match(pattern, key)
+	return err == nil && ok
+}

@@ -1,0 +1,61 @@
+package lockdebug_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The page in a real browser: headless chromium loads it, the DOM it built
+// holds the held-locks table with our row, and a screenshot is written.
+// A missing chromium fails the test (CI installs it), it never skips.
+func TestPage_inHeadlessChromium(t *testing.T) {
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("chromium not installed (apt-get install chromium; .ci/run does): the debug page must be checked in a real browser")
+	}
+	f := newFixture(t)
+	dir := t.TempDir()
+	shot := filepath.Join(dir, "debug.png")
+	dom := chromium(t, bin, dir, "--dump-dom", f.srv.URL)
+	for _, want := range []string{`<table id="held">`, "<td>coupon:&lt;42&gt;</td>", f.lock.Owner(), "POST /coupons/{id}"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("DOM lacks %q:\n%s", want, dom)
+		}
+	}
+	chromium(t, bin, dir, "--screenshot="+shot, "--window-size=1200,600", f.srv.URL)
+	st, err := os.Stat(shot)
+	if err != nil || st.Size() < 2000 {
+		t.Fatalf("screenshot %s: %v (size %d)", shot, err, sizeOf(st))
+	}
+	b, _ := os.ReadFile(shot)
+	if !strings.HasPrefix(string(b), "\x89PNG") {
+		t.Fatal("screenshot is not a PNG")
+	}
+}
+
+func sizeOf(st os.FileInfo) int64 {
+	if st == nil {
+		return 0
+	}
+	return st.Size()
+}
+
+func chromium(t *testing.T, bin, dir string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+		"--no-first-run", "--user-data-dir=" + filepath.Join(dir, "profile")}
+	cmd := exec.CommandContext(ctx, bin, append(base, args...)...)
+	cmd.WaitDelay = 2 * time.Second
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("chromium %v: %v", args, err)
+	}
+	return string(out)
+}
