@@ -88,13 +88,6 @@ func (l *Lock) settle(lost error) bool {
 	return true
 }
 
-// heldErr is nil while l is held, else ErrNotHeld (wrapping the loss).
-func (l *Lock) heldErr() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.heldErrLocked()
-}
-
 func (l *Lock) heldErrLocked() error {
 	switch l.state {
 	case stateHeld:

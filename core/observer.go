@@ -93,5 +93,3 @@ func (NopObserver) AcquireEnd(context.Context, AcquireEndEvent) any { return nil
 func (NopObserver) Released(context.Context, ReleaseEvent)          {}
 func (NopObserver) Refreshed(context.Context, RefreshEvent)         {}
 func (NopObserver) Lost(LostEvent)                                  {}
-
-type nopObserver = NopObserver

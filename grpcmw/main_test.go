@@ -321,14 +321,6 @@ func (r *recorder) unary() grpc.UnaryServerInterceptor {
 	}
 }
 
-func (r *recorder) stream() grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		err := h(srv, ss)
-		r.errs <- err
-		return err
-	}
-}
-
 // next returns the result of the next finished call.
 func (r *recorder) next(t testing.TB) error {
 	t.Helper()

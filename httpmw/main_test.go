@@ -189,12 +189,9 @@ func doCtx(ctx context.Context, t testing.TB, c *http.Client, method, url string
 type gate struct {
 	entered chan struct{}
 	release chan struct{}
-	once    sync.Once
 }
 
 func newGate() *gate { return &gate{entered: make(chan struct{}, 64), release: make(chan struct{})} }
-
-func (g *gate) open() { g.once.Do(func() { close(g.release) }) }
 
 func (g *gate) wait(t testing.TB) {
 	t.Helper()

@@ -33,7 +33,7 @@ func ExampleNewObserver() {
 		fmt.Print(s.Name(), " ", s.Status().Code)
 		for _, a := range s.Attributes() {
 			if a.Key == "lock.name" || a.Key == "lock.outcome" {
-				fmt.Print(" ", a.Key, "=", a.Value.Emit())
+				fmt.Print(" ", a.Key, "=", a.Value.String())
 			}
 		}
 		fmt.Println()

@@ -159,10 +159,10 @@ func checkAttrs(t *testing.T, what string, got []attribute.KeyValue, want map[st
 		w, ok := want[k]
 		switch {
 		case !ok:
-			t.Errorf("%s: unexpected attribute %s=%v", what, k, kv.Value.Emit())
+			t.Errorf("%s: unexpected attribute %s=%v", what, k, kv.Value.String())
 		case w == (positive{}):
 			if f, isF := kv.Value.AsInterface().(float64); !isF || f <= 0 {
-				t.Errorf("%s: %s=%v, want seconds > 0", what, k, kv.Value.Emit())
+				t.Errorf("%s: %s=%v, want seconds > 0", what, k, kv.Value.String())
 			}
 		case kv.Value.AsInterface() != w:
 			t.Errorf("%s: %s=%v (%T), want %v (%T)", what, k, kv.Value.AsInterface(), kv.Value.AsInterface(), w, w)
@@ -186,7 +186,7 @@ func eventNames(s sdktrace.ReadOnlySpan) []string {
 	for _, e := range s.Events() {
 		var kv []string
 		for _, a := range e.Attributes {
-			kv = append(kv, fmt.Sprintf("%s=%s", a.Key, a.Value.Emit()))
+			kv = append(kv, fmt.Sprintf("%s=%s", a.Key, a.Value.String()))
 		}
 		out = append(out, e.Name+"{"+strings.Join(kv, ",")+"}")
 	}
@@ -204,13 +204,13 @@ func noRawKey(t *testing.T, r *recorder, key string) {
 	t.Helper()
 	for _, s := range r.spans.Ended() {
 		for _, kv := range s.Attributes() {
-			if strings.Contains(kv.Value.Emit(), key) {
+			if strings.Contains(kv.Value.String(), key) {
 				t.Errorf("span %s carries the raw key in %s", s.Name(), kv.Key)
 			}
 		}
 		for _, e := range s.Events() {
 			for _, kv := range e.Attributes {
-				if strings.Contains(kv.Value.Emit(), key) {
+				if strings.Contains(kv.Value.String(), key) {
 					t.Errorf("span %s event %s carries the raw key in %s", s.Name(), e.Name, kv.Key)
 				}
 			}
@@ -230,7 +230,7 @@ func noRawKey(t *testing.T, r *recorder, key string) {
 		}
 		for _, s := range sets {
 			for _, kv := range s.ToSlice() {
-				if strings.Contains(kv.Value.Emit(), key) {
+				if strings.Contains(kv.Value.String(), key) {
 					t.Errorf("metric %s carries the raw key in %s", name, kv.Key)
 				}
 			}

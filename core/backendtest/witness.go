@@ -12,12 +12,6 @@ import (
 // holders at once lose updates.
 type witness struct{ n int }
 
-func (w *witness) bump() {
-	v := w.n
-	time.Sleep(20 * time.Microsecond)
-	w.n = v + 1
-}
-
 func runWitness(t *testing.T, h Harness, locked bool) (got, want int) {
 	g, nc, total := h.Goroutines, h.Clients, h.Sections
 	if g == 0 {

@@ -109,7 +109,7 @@ func (d *demo) unguarded(ctx context.Context) error {
 	d.pause(2 * d.ttl)
 	b, err := d.b.TryAcquire(ctx, key)
 	if err != nil {
-		return fmt.Errorf("B could not acquire after A's lease expired: %w", err)
+		return fmt.Errorf("holder B could not acquire after A's lease expired: %w", err)
 	}
 	bBal, err := d.balance(ctx, d.db)
 	if err == nil {
@@ -140,7 +140,7 @@ func (d *demo) pausedBefore(ctx context.Context) error {
 	// context still carries the lock it had.
 	aErr := d.withdraw(core.ContextWithLock(ctx, a), "A", nil)
 	if !errors.Is(aErr, sqlguard.ErrStaleFence) {
-		return fmt.Errorf("A's stale transaction: %v, want ErrStaleFence", aErr)
+		return fmt.Errorf("holder A's stale transaction: %v, want ErrStaleFence", aErr)
 	}
 	// The right reaction to a stale fence: acquire again (a new, higher
 	// fence), read again inside the new transaction, redo the work.
@@ -173,12 +173,12 @@ func (d *demo) pausedInside(ctx context.Context, readFirst bool) error {
 	select {
 	case <-read:
 	case err := <-aDone:
-		return fmt.Errorf("A ended before its read: %v", err)
+		return fmt.Errorf("holder A ended before its read: %v", err)
 	}
 	d.pause(2 * d.ttl)
 	bErr := d.deposit(ctx, readFirst)
 	if aErr := <-aDone; aErr != nil {
-		return fmt.Errorf("A's withdrawal: %w", aErr)
+		return fmt.Errorf("holder A's withdrawal: %w", aErr)
 	}
 	return bErr
 }
@@ -220,7 +220,7 @@ func (d *demo) deposit(ctx context.Context, readFirst bool) error {
 	// transaction without its own lock running out.
 	b, err := d.b.TryAcquire(ctx, key, core.WithTTL(time.Minute))
 	if err != nil {
-		return fmt.Errorf("B could not acquire after A's lease expired: %w", err)
+		return fmt.Errorf("holder B could not acquire after A's lease expired: %w", err)
 	}
 	defer b.Release(ctx)
 	bctx, cancel := b.Context(ctx)
