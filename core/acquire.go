@@ -19,6 +19,12 @@ type acquisition struct {
 	until time.Time // end of the WithWait bound; zero: none
 	q     *keyQueue // the key's local queue; nil when not queued
 	stats acqStats
+
+	// shared and permit requests (gate.go)
+	gate     *shareGate
+	gateKey  string
+	gateHead bool // this request waits in the backend for the gate
+	free     int  // Grant.Free of the grant
 }
 
 type acqStats struct {
@@ -42,9 +48,15 @@ func (a *acquisition) run(ctx context.Context) (*Lock, error) {
 	if a.cfg.maxHold > 0 && a.cfg.maxHold < a.cfg.ttl {
 		a.cfg.ttl = max(a.cfg.maxHold, minTTL) // the first lease ends at the cap too
 	}
+	if err := a.cfg.checkMode(); err != nil {
+		return nil, err
+	}
 	a.keys = backendKeys(a.cfg.prefix, a.key)
 	if a.cfg.wait > 0 {
 		a.until = a.c.clk.Now().Add(a.cfg.wait)
+	}
+	if a.cfg.mode != Exclusive && a.cfg.localQueue {
+		return a.throughGate(ctx)
 	}
 	if !a.cfg.localQueue {
 		if a.c.isClosed() {
@@ -58,28 +70,40 @@ func (a *acquisition) run(ctx context.Context) (*Lock, error) {
 // contend asks the backend until it grants the lock, the wait bound passes
 // or ctx ends. Between attempts it sleeps until a release notice arrives or
 // the holder's lease runs out; it never polls on a fixed timer.
-func (a *acquisition) contend(ctx context.Context) (*Lock, error) {
+func (a *acquisition) contend(ctx context.Context) (l *Lock, err error) {
 	if nw, ok := a.c.b.(NativeWaiter); ok && a.cfg.wait != 0 {
 		return a.contendNative(ctx, nw)
 	}
 	// One token for every attempt: a retry that finds it holds the lock is
 	// our own earlier attempt that landed.
-	h := Hold{Keys: a.keys, Token: newToken()}
+	h := a.hold(newToken())
 	n := &notices{ch: make(chan struct{}, 1)}
 	defer n.stop()
+	defer func() {
+		if l == nil && h.Claimed {
+			a.c.undoAcquire(h, a.cfg) // withdraw the writer's claim
+		}
+	}()
 	for {
 		g, sent, err := a.attempt(ctx, h)
 		if err != nil {
 			return nil, err
 		}
 		if g.Acquired {
+			a.free = g.Free
 			return a.newLock(h.Token, g.Fence, sent), nil
 		}
+		h.Claimed = h.Claimed || g.Claimed
 		if n.woken {
 			n.lostRaces++
 		}
 		if a.cfg.wait == 0 || a.waitOver() {
 			return nil, notAcquired(g.HolderTTL, a.stats.attempts, nil)
+		}
+		if inBackend, err := a.refusedAtGate(ctx); err != nil {
+			return nil, err
+		} else if !inBackend {
+			continue // woken in the gate: try again now
 		}
 		if err := a.pause(ctx, n, g.HolderTTL); err != nil {
 			return nil, err
@@ -87,11 +111,20 @@ func (a *acquisition) contend(ctx context.Context) (*Lock, error) {
 	}
 }
 
+// hold is the backend request of this acquisition for token.
+func (a *acquisition) hold(token string) Hold {
+	return Hold{Keys: a.keys, Token: token, Mode: a.cfg.mode, Permits: a.cfg.permits,
+		Queue: a.cfg.mode == Exclusive && a.cfg.wait != 0}
+}
+
 // attempt makes one backend call.
 func (a *acquisition) attempt(ctx context.Context, h Hold) (Grant, time.Time, error) {
 	a.stats.attempts++
 	sent := a.c.clk.Now()
 	g, err := a.c.b.Acquire(ctx, h, a.cfg.ttl)
+	if errors.Is(err, ErrModeMismatch) || errors.Is(err, ErrModeUnsupported) {
+		return g, sent, err // a refusal: nothing to undo
+	}
 	if err != nil {
 		// The command may have reached the backend before the failure:
 		// undo it best-effort, off the caller's path.
@@ -186,7 +219,8 @@ func (a *acquisition) pause(ctx context.Context, n *notices, holderTTL time.Dura
 
 // contendNative lets a backend that queues waiters itself do the waiting.
 func (a *acquisition) contendNative(ctx context.Context, nw NativeWaiter) (*Lock, error) {
-	h := Hold{Keys: a.keys, Token: newToken()}
+	h := a.hold(newToken())
+	h.Queue = false
 	a.stats.attempts++
 	sent := a.c.clk.Now()
 	g, err := nw.AcquireWait(ctx, h, a.cfg.ttl, a.until)
@@ -210,7 +244,7 @@ func (a *acquisition) contendNative(ctx context.Context, nw NativeWaiter) (*Lock
 }
 
 func (a *acquisition) newLock(token string, fence uint64, sent time.Time) *Lock {
-	return a.c.newLock(a.key, a.cfg, Hold{Keys: a.keys, Token: token}, fence, sent)
+	return a.c.newLock(a.key, a.cfg, a.hold(token), fence, sent)
 }
 
 func notAcquired(retryAfter time.Duration, attempts int, cause error) error {

@@ -63,6 +63,19 @@ type Hold struct {
 	// on a node that lost it (a Redlock node restarted empty) raises that
 	// node's fence counter to it.
 	Fence uint64
+
+	// Mode and, for PermitMode, Permits: the kind of hold asked for. A
+	// backend that takes exclusive holds only refuses the others with an
+	// error matching ErrModeUnsupported; one whose key is held with
+	// another ModeTag answers with an error matching ErrModeMismatch.
+	Mode    Mode
+	Permits int
+	// Queue marks an exclusive request that waits if refused: a backend
+	// with writer preference records its claim, so that new shared and
+	// permit holds queue behind it (Grant.Claimed). Claimed marks a token
+	// whose claim was recorded: a grant to it, or a Release of it, withdraws
+	// the claim.
+	Queue, Claimed bool
 }
 
 // Grant is the answer of Backend.Acquire and Backend.Handoff.
@@ -74,6 +87,13 @@ type Grant struct {
 	// which the command that started the granted lease was sent; the
 	// validity deadline counts from it. Zero: from the start of the call.
 	Sent time.Time
+	// Free is, for a granted shared or permit hold, how many more holds of
+	// the kind the key takes right now (-1: no limit). The Client wakes that
+	// many local waiters.
+	Free int
+	// Claimed: a refused exclusive request's claim was recorded (see
+	// Hold.Queue).
+	Claimed bool
 }
 
 // Released is what Backend.Release reports besides an error.

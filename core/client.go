@@ -33,7 +33,8 @@ type Client struct {
 	clk Clock
 
 	mu      sync.Mutex
-	queues  map[string]*keyQueue // by backend lock key
+	queues  map[string]*keyQueue  // by backend lock key
+	gates   map[string]*shareGate // shared and permit requests, by gateKey
 	held    map[*Lock]struct{}
 	closed  bool
 	closeCh chan struct{}
@@ -78,6 +79,7 @@ func newClient(b Backend, cfg config) *Client {
 		cfg:     cfg,
 		clk:     cfg.clock,
 		queues:  make(map[string]*keyQueue),
+		gates:   make(map[string]*shareGate),
 		held:    make(map[*Lock]struct{}),
 		closeCh: make(chan struct{}),
 	}
@@ -106,7 +108,7 @@ func (c *Client) acquire(ctx context.Context, key string, try bool, opts []Optio
 	if try {
 		cfg.wait = 0
 	}
-	info := LockInfo{Key: key, Name: cfg.name, Prefix: cfg.prefix, Backend: c.b.Name()}
+	info := LockInfo{Key: key, Name: cfg.name, Prefix: cfg.prefix, Backend: c.b.Name(), Mode: cfg.mode}
 	start := c.clk.Now()
 	octx := cfg.observer.AcquireStart(ctx, AcquireStartEvent{LockInfo: info, TTL: cfg.ttl, Wait: cfg.wait})
 	a := &acquisition{c: c, key: key, cfg: &cfg}
@@ -144,6 +146,12 @@ func (c *Client) Close() error {
 			w.ch <- grantMsg{closed: true}
 		}
 		q.waiters = nil
+	}
+	for _, g := range c.gates {
+		for _, w := range g.waiters {
+			w.ch <- grantMsg{closed: true}
+		}
+		g.waiters = nil
 	}
 	c.mu.Unlock()
 	c.rn.stop()

@@ -22,6 +22,11 @@ type Keys struct {
 	Lock    string // holds the owner token, with the lease as its TTL
 	Fence   string // the per-key fence counter
 	Channel string // release notices
+	// Shared and permit holds (Shared, Permits): Lock is then a hash of
+	// holder token -> fence, Leases each holder's own lease end, Claims the
+	// waiting writers that new shared holds queue behind.
+	Leases string
+	Claims string
 }
 
 // ValidateKey reports whether key may be locked: non-empty, at most
@@ -56,7 +61,7 @@ func backendKeys(prefix, key string) Keys {
 		tag = escapeKey(key)
 	}
 	base := prefix + "{" + tag + "}"
-	return Keys{Prefix: prefix, Tag: tag, Lock: base, Fence: base + ":f", Channel: base + ":r"}
+	return Keys{Prefix: prefix, Tag: tag, Lock: base, Fence: base + ":f", Channel: base + ":r", Leases: base + ":e", Claims: base + ":w"}
 }
 
 // KeysFor returns the backend keys the Client uses for key under prefix (for

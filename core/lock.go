@@ -166,10 +166,23 @@ func (l *Lock) afterEnd(f func()) (stop func()) {
 	}
 }
 
-func (l *Lock) hold() Hold { return Hold{Keys: l.keys, Token: l.token, Fence: l.fence} }
+func (l *Lock) hold() Hold {
+	return Hold{Keys: l.keys, Token: l.token, Fence: l.fence, Mode: l.cfg.mode, Permits: l.cfg.permits}
+}
+
+// Mode returns the kind of hold: Exclusive, SharedMode or PermitMode.
+func (l *Lock) Mode() Mode { return l.cfg.mode }
+
+// Permits returns n of Permits(n) for a permit hold, else 0.
+func (l *Lock) Permits() int {
+	if l.cfg.mode != PermitMode {
+		return 0
+	}
+	return l.cfg.permits
+}
 
 func (l *Lock) info() LockInfo {
-	return LockInfo{Key: l.key, Name: l.cfg.name, Prefix: l.prefix, Backend: l.c.b.Name()}
+	return LockInfo{Key: l.key, Name: l.cfg.name, Prefix: l.prefix, Backend: l.c.b.Name(), Mode: l.cfg.mode}
 }
 
 func (l *Lock) fenceOrZero() uint64 {

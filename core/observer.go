@@ -34,6 +34,7 @@ type LockInfo struct {
 	Name    string // low-cardinality name from WithName ("" when unset)
 	Prefix  string
 	Backend string
+	Mode    Mode // exclusive, shared or permit
 }
 
 // AcquireStartEvent describes an acquisition that begins.

@@ -117,6 +117,8 @@ type config struct {
 	driftFactor    float64
 	driftFixed     time.Duration
 	releaseTimeout time.Duration
+	mode           Mode // Shared, Permits
+	permits        int
 
 	clock   Clock
 	redis   redisConfig

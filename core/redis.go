@@ -24,6 +24,8 @@ var (
 	raiseSrc string
 	//go:embed scripts/renew_node.lua
 	renewNodeSrc string
+	//go:embed scripts/acquire_shared.lua
+	acquireSharedSrc string
 
 	acquireScript   = redis.NewScript(acquireSrc)
 	handoffScript   = redis.NewScript(handoffSrc)
@@ -31,6 +33,7 @@ var (
 	refreshScript   = redis.NewScript(refreshSrc)
 	raiseScript     = redis.NewScript(raiseSrc)
 	renewNodeScript = redis.NewScript(renewNodeSrc)
+	sharedScript    = redis.NewScript(acquireSharedSrc)
 )
 
 // fenceCounterTTL is how long a fence counter outlives the last acquisition
@@ -112,15 +115,40 @@ func fenceTTL(ttl time.Duration) int64 {
 }
 
 func (b *redisBackend) Acquire(ctx context.Context, h Hold, ttl time.Duration) (Grant, error) {
-	if b.ackReplicas > 0 {
-		return b.acquireAcked(ctx, h, ttl)
+	if h.Mode != Exclusive {
+		return b.acquireShared(ctx, h, ttl)
 	}
-	res, err := acquireScript.Run(ctx, b.rdb, []string{h.Keys.Lock, h.Keys.Fence}, h.Token, ms(ttl), fenceTTL(ttl)).Int64Slice()
+	keys, args := acquireArgs(h, ttl)
+	if b.ackReplicas > 0 {
+		return b.acquireAcked(ctx, h, keys, args)
+	}
+	res, err := acquireScript.Run(ctx, b.rdb, keys, args...).Int64Slice()
 	if err != nil {
 		return Grant{}, redisErr(ctx, err)
 	}
 	return grantFrom(res)
 }
+
+// acquireArgs are acquire.lua's keys and arguments for an exclusive hold:
+// the claim arguments only for a waiting request, so the uncontended path
+// runs no extra command.
+func acquireArgs(h Hold, ttl time.Duration) ([]string, []any) {
+	keys := []string{h.Keys.Lock, h.Keys.Fence, h.Keys.Leases, h.Keys.Claims}
+	args := []any{h.Token, ms(ttl), fenceTTL(ttl)}
+	if h.Queue || h.Claimed {
+		claimed := ""
+		if h.Claimed {
+			claimed = "1"
+		}
+		args = append(args, "", ms(claimTTL(ttl)), claimed)
+	}
+	return keys, args
+}
+
+// claimTTL is how long a waiting writer's claim holds new shared requests
+// back without a renewal (each of the writer's attempts renews it; the
+// script lengthens it to twice the holders' remaining lease).
+func claimTTL(ttl time.Duration) time.Duration { return 2 * ttl }
 
 func (b *redisBackend) Handoff(ctx context.Context, from Hold, to string, ttl time.Duration) (Grant, error) {
 	if b.ackReplicas > 0 {
@@ -145,13 +173,13 @@ func (b *redisBackend) runHandoff(ctx context.Context, from Hold, to string, ttl
 }
 
 func grantFrom(res []int64) (Grant, error) {
-	if len(res) != 2 {
+	if len(res) < 2 || len(res) > 3 {
 		return Grant{}, Unavailable(fmt.Errorf("unexpected script reply %v", res))
 	}
 	if res[0] == 1 {
 		return Grant{Acquired: true, Fence: uint64(res[1])}, nil
 	}
-	g := Grant{}
+	g := Grant{Claimed: len(res) == 3 && res[2] == 1}
 	if res[1] > 0 {
 		g.HolderTTL = time.Duration(res[1]) * time.Millisecond
 	}
@@ -172,11 +200,7 @@ func (b *redisBackend) publishCmd() string {
 // our own earlier send of this release (go-redis re-sends after an
 // ambiguous network error), so it is a release, not a loss.
 func (b *redisBackend) Release(ctx context.Context, h Hold) (Released, error) {
-	keys := []string{h.Keys.Lock, h.Keys.Channel, h.Keys.Fence}
-	args := []any{h.Token, b.publishCmd()}
-	if h.Fence > 0 {
-		args = append(args, strconv.FormatUint(h.Fence, 10))
-	}
+	keys, args := b.releaseArgs(h)
 	n, err := releaseScript.Run(ctx, b.rdb, keys, args...).Int64()
 	if err != nil {
 		return Released{}, redisErr(ctx, err)
@@ -229,7 +253,10 @@ func (b *redisBackend) renewOrRecreate(ctx context.Context, reqs []RefreshReques
 var errRecreated = errors.New("core: re-created on a node that had lost it")
 
 func refreshArgs(r RefreshRequest) ([]string, []any) {
-	return []string{r.Keys.Lock}, []any{r.Token, ms(r.TTL)}
+	if r.Mode == Exclusive {
+		return []string{r.Keys.Lock}, []any{r.Token, ms(r.TTL)}
+	}
+	return []string{r.Keys.Lock, r.Keys.Leases}, []any{r.Token, ms(r.TTL)}
 }
 
 // runBatch runs script s once per request (args gives its keys and

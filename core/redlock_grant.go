@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"time"
@@ -24,6 +25,9 @@ type grantCall struct {
 }
 
 func (b *redlockBackend) Acquire(ctx context.Context, h Hold, ttl time.Duration) (Grant, error) {
+	if h.Mode != Exclusive {
+		return Grant{}, fmt.Errorf("%w: Redlock takes exclusive holds only (asked for %s)", ErrModeUnsupported, h.Mode)
+	}
 	seed := counterSeed()
 	return b.grant(ctx, &grantCall{op: "acquire", keys: h.Keys, ttl: ttl, token: h.Token, undo: []string{h.Token},
 		run: func(ctx context.Context, n *redisBackend) (Grant, error) {

@@ -116,16 +116,24 @@ func (b *redisBackend) undo(ctx context.Context, h Hold) {
 	_, _ = b.Release(ctx, h)
 }
 
-func (b *redisBackend) acquireAcked(ctx context.Context, h Hold, ttl time.Duration) (Grant, error) {
-	c, acked, err := b.evalAcked(ctx, acquireScript, []string{h.Keys.Lock, h.Keys.Fence}, h.Token, ms(ttl), fenceTTL(ttl))
+func (b *redisBackend) acquireAcked(ctx context.Context, h Hold, keys []string, args []any) (Grant, error) {
+	return b.grantAcked(ctx, h, scriptCall{s: acquireScript, keys: keys, args: args}, func(c *redis.Cmd) (Grant, error) {
+		res, err := c.Int64Slice()
+		if err != nil {
+			return Grant{}, redisErr(ctx, err)
+		}
+		return grantFrom(res)
+	})
+}
+
+// grantAcked runs an acquire script and WAIT; parse reads the script's
+// reply. A grant that too few replicas acknowledged is undone.
+func (b *redisBackend) grantAcked(ctx context.Context, h Hold, call scriptCall, parse func(*redis.Cmd) (Grant, error)) (Grant, error) {
+	c, acked, err := b.evalAcked(ctx, call.s, call.keys, call.args...)
 	if c == nil || c.Err() != nil {
 		return Grant{}, redisErr(ctx, err)
 	}
-	res, rerr := c.Int64Slice()
-	if rerr != nil {
-		return Grant{}, redisErr(ctx, rerr)
-	}
-	g, gerr := grantFrom(res)
+	g, gerr := parse(c)
 	if gerr != nil || !g.Acquired {
 		return g, gerr
 	}
@@ -192,11 +200,11 @@ func (b *redisBackend) refreshAckedOn(ctx context.Context, node redis.Cmdable, r
 		pipe := node.Pipeline()
 		cmds := make([]*redis.Cmd, len(idx))
 		for j, i := range idx {
-			r := reqs[i]
+			rkeys, rargs := refreshArgs(reqs[i])
 			if eval {
-				cmds[j] = refreshScript.Eval(ctx, pipe, []string{r.Keys.Lock}, r.Token, ms(r.TTL))
+				cmds[j] = refreshScript.Eval(ctx, pipe, rkeys, rargs...)
 			} else {
-				cmds[j] = refreshScript.EvalSha(ctx, pipe, []string{r.Keys.Lock}, r.Token, ms(r.TTL))
+				cmds[j] = refreshScript.EvalSha(ctx, pipe, rkeys, rargs...)
 			}
 		}
 		w := b.wait(ctx, pipe)

@@ -3,6 +3,7 @@ package etcdlock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -29,6 +30,9 @@ func lastCreate(opts ...clientv3.OpOption) []clientv3.OpOption {
 // Client's TryAcquire). One transaction creates the entry only if the queue
 // is empty, and otherwise reads the holder's entry for its TTL.
 func (b *Backend) Acquire(ctx context.Context, h core.Hold, ttl time.Duration) (core.Grant, error) {
+	if err := exclusiveOnly(h); err != nil {
+		return core.Grant{}, err
+	}
 	keys, token := h.Keys, h.Token
 	if err := b.checkTTL(ttl); err != nil {
 		return core.Grant{}, err
@@ -100,6 +104,9 @@ func (b *Backend) Acquire(ctx context.Context, h core.Hold, ttl time.Duration) (
 // WithRetryFor with the entry kept in place; a wait that gives up deletes
 // its entry.
 func (b *Backend) AcquireWait(ctx context.Context, h core.Hold, ttl time.Duration, until time.Time) (core.Grant, error) {
+	if err := exclusiveOnly(h); err != nil {
+		return core.Grant{}, err
+	}
 	keys, token := h.Keys, h.Token
 	if err := b.checkTTL(ttl); err != nil {
 		return core.Grant{}, err
@@ -429,4 +436,13 @@ func (w *waiter) giveUp(ctx context.Context, cause error) (core.Grant, error) {
 		return core.Grant{}, cause
 	}
 	return core.Grant{HolderTTL: w.holderTTL}, nil
+}
+
+// exclusiveOnly refuses shared and permit holds: the etcd queue grants one
+// holder at a time.
+func exclusiveOnly(h core.Hold) error {
+	if h.Mode != core.Exclusive {
+		return fmt.Errorf("%w: etcd takes exclusive holds only (asked for %s)", core.ErrModeUnsupported, h.Mode)
+	}
+	return nil
 }

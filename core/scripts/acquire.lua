@@ -1,17 +1,25 @@
--- Acquire: one round trip.
--- KEYS[1] lock key, KEYS[2] fence counter (same hash tag)
+-- Acquire an exclusive hold: one round trip.
+-- KEYS[1] lock key, KEYS[2] fence counter (same hash tag);
+-- KEYS[3] holder leases, KEYS[4] writers' claims (optional: shared and
+-- permit holds, see acquire_shared.lua)
 -- ARGV[1] owner token, ARGV[2] lease ms, ARGV[3] fence counter ms,
--- ARGV[4] (optional, Redlock) the value a new counter starts from instead
--- of the server clock: the same on every node, so that the nodes agree
--- Returns {1, fence} when acquired, {0, holder pttl} when held elsewhere.
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+-- ARGV[4] (optional, Redlock; '' for none) the value a new counter starts
+-- from instead of the server clock: the same on every node, so that the
+-- nodes agree.
+-- ARGV[5] (optional) claim ms: when refused by shared or permit holders,
+-- record this waiting writer's claim so new shared holds queue behind it;
+-- ARGV[6] (optional) '1' when an earlier attempt recorded a claim, which a
+-- grant withdraws.
+-- Returns {1, fence} when acquired, {0, holder pttl, claimed} when held
+-- elsewhere.
+local function grant()
   -- INCR keeps the counter's TTL, which is set only when the counter is
   -- (re)created: a counter lives ARGV[3] ms at most, so idle keys leave
   -- nothing behind. A new counter starts from the server clock in
-  -- microseconds, above every fence issued before (see README).
+  -- microseconds, above every fence issued before (see docs/topologies.md).
   local n = redis.call('INCR', KEYS[2])
   if n == 1 then
-    if ARGV[4] then
+    if ARGV[4] and ARGV[4] ~= '' then
       n = tonumber(ARGV[4])
     else
       local t = redis.call('TIME')
@@ -19,12 +27,46 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     end
     redis.call('SET', KEYS[2], string.format('%.0f', n), 'PX', ARGV[3])
   end
+  if ARGV[6] == '1' and KEYS[4] then
+    redis.call('ZREM', KEYS[4], ARGV[1])
+  end
   return {1, n}
 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return grant()
+end
+local v = redis.pcall('GET', KEYS[1])
+if v == ARGV[1] then
   -- Our own earlier send of this same attempt landed (a retry after an
   -- ambiguous network error): that is success, with a fresh full lease.
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {1, tonumber(redis.call('GET', KEYS[2]) or '0')}
 end
-return {0, redis.call('PTTL', KEYS[1])}
+if type(v) ~= 'table' or not KEYS[4] then
+  return {0, redis.call('PTTL', KEYS[1]), 0}
+end
+-- A hash: shared or permit holders. Drop those whose own lease ended; if
+-- none is left the key is free.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
+if #dead > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  redis.call('HDEL', KEYS[1], unpack(dead))
+end
+if redis.call('ZCARD', KEYS[3]) == 0 then
+  redis.call('DEL', KEYS[1], KEYS[3])
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return grant()
+end
+local pttl = redis.call('PTTL', KEYS[1])
+local claimed = 0
+if ARGV[5] and ARGV[5] ~= '' then
+  local until_ms = now + math.max(tonumber(ARGV[5]), 2 * pttl)
+  redis.call('ZADD', KEYS[4], until_ms, ARGV[1])
+  local top = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIRE', KEYS[4], math.max(tonumber(top[2]) - now, 1))
+  claimed = 1
+end
+return {0, pttl, claimed}

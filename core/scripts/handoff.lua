@@ -3,7 +3,8 @@
 -- ARGV[1] current token, ARGV[2] new token, ARGV[3] lease ms, ARGV[4] fence counter ms,
 -- ARGV[5] (optional, Redlock) the value a new counter starts from (see acquire.lua)
 -- Returns {1, fence} on success, {0, pttl} when ARGV[1] no longer holds it.
-local cur = redis.call('GET', KEYS[1])
+-- pcall: a hash (shared or permit holders) is simply not ours
+local cur = redis.pcall('GET', KEYS[1])
 if cur == ARGV[2] then
   -- retried after the first send landed
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
