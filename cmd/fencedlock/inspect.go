@@ -26,6 +26,17 @@ type lockRow struct {
 	Waiters    int64  `json:"waiters"`     // connections subscribed to the release channel
 	BackendKey string `json:"backend_key"` // the Redis key, for redis-cli
 	Hashed     bool   `json:"hashed,omitempty"`
+	// Shared and permit holds: the mode ("shared", "permits(n)") and one
+	// entry per holder. Owner and Fence above are then the newest holder's.
+	Mode    string      `json:"mode,omitempty"`
+	Holders []holderRow `json:"holders,omitempty"`
+}
+
+// holderRow is one shared or permit holder.
+type holderRow struct {
+	Owner string `json:"owner"`
+	TTLms int64  `json:"ttl_ms"`
+	Fence uint64 `json:"fence"`
 }
 
 // ownerID is Lock.Owner's derivation: the first 8 bytes of the token's
@@ -97,30 +108,96 @@ func scanLocks(ctx context.Context, rdb redis.UniversalClient, prefix string) ([
 // keysOf derives a lock's fence counter and release channel from its
 // backend lock key, as core.KeysFor lays them out.
 func keysOf(lockKey string) core.Keys {
-	return core.Keys{Lock: lockKey, Fence: lockKey + ":f", Channel: lockKey + ":r"}
+	return core.Keys{Lock: lockKey, Fence: lockKey + ":f", Channel: lockKey + ":r", Leases: lockKey + ":e", Claims: lockKey + ":w"}
 }
 
 // inspect reads the state of the lock stored at lockKey; key is the
 // caller's key shown for it. ok is false when the lock is not held.
 func inspect(ctx context.Context, rdb redis.UniversalClient, key, lockKey string) (lockRow, bool, error) {
 	k := keysOf(lockKey)
+	typ, err := rdb.Type(ctx, k.Lock).Result()
+	if err != nil {
+		return lockRow{}, false, err
+	}
+	var row lockRow
+	switch typ {
+	case "string":
+		row, err = inspectExclusive(ctx, rdb, k)
+	case "hash":
+		row, err = inspectShared(ctx, rdb, k)
+	default:
+		return lockRow{}, false, nil
+	}
+	if err != nil {
+		if errors.Is(err, redis.Nil) {
+			return lockRow{}, false, nil // released meanwhile
+		}
+		return lockRow{}, false, err
+	}
+	row.Key, row.BackendKey = key, k.Lock
+	row.Waiters = waiters(ctx, rdb, k.Channel)
+	return row, true, nil
+}
+
+func inspectExclusive(ctx context.Context, rdb redis.UniversalClient, k core.Keys) (lockRow, error) {
 	pipe := rdb.Pipeline()
 	tok := pipe.Get(ctx, k.Lock)
 	pttl := pipe.PTTL(ctx, k.Lock)
 	fence := pipe.Get(ctx, k.Fence)
-	_, err := pipe.Exec(ctx)
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return lockRow{}, false, err
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return lockRow{}, err
 	}
-	if errors.Is(tok.Err(), redis.Nil) {
-		return lockRow{}, false, nil
+	if err := tok.Err(); err != nil {
+		return lockRow{}, err
 	}
-	row := lockRow{Key: key, Owner: ownerID(tok.Val()), TTLms: pttl.Val().Milliseconds(), BackendKey: k.Lock}
+	row := lockRow{Owner: ownerID(tok.Val()), TTLms: pttl.Val().Milliseconds()}
 	if f, perr := strconv.ParseUint(fence.Val(), 10, 64); perr == nil {
 		row.Fence = f
 	}
-	row.Waiters = waiters(ctx, rdb, k.Channel)
-	return row, true, nil
+	return row, nil
+}
+
+// inspectShared reads a key's shared or permit holders: the hash of
+// token -> fence (with the mode tag in field "=") and each holder's lease
+// end in server milliseconds.
+func inspectShared(ctx context.Context, rdb redis.UniversalClient, k core.Keys) (lockRow, error) {
+	pipe := rdb.Pipeline()
+	fences := pipe.HGetAll(ctx, k.Lock)
+	leases := pipe.ZRangeWithScores(ctx, k.Leases, 0, -1)
+	now := pipe.Time(ctx)
+	pttl := pipe.PTTL(ctx, k.Lock)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return lockRow{}, err
+	}
+	nowMS := now.Val().UnixMilli()
+	row := lockRow{TTLms: pttl.Val().Milliseconds(), Mode: describeMode(fences.Val()["="])}
+	for _, z := range leases.Val() {
+		tok, _ := z.Member.(string)
+		left := int64(z.Score) - nowMS
+		f, ok := fences.Val()[tok]
+		if !ok || left <= 0 {
+			continue // lease ended; the next acquire or release drops it
+		}
+		fence, _ := strconv.ParseUint(f, 10, 64)
+		row.Holders = append(row.Holders, holderRow{Owner: ownerID(tok), TTLms: left, Fence: fence})
+		if fence >= row.Fence {
+			row.Owner, row.Fence = ownerID(tok), fence
+		}
+	}
+	if len(row.Holders) == 0 {
+		return lockRow{}, redis.Nil
+	}
+	return row, nil
+}
+
+func describeMode(tag string) string {
+	if tag == "s" {
+		return "shared"
+	}
+	if n, ok := strings.CutPrefix(tag, "p"); ok {
+		return "permits(" + n + ")"
+	}
+	return tag
 }
 
 // waiters counts subscribers of a release channel, plain and sharded.

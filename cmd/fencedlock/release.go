@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"flag"
 	"fmt"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -77,7 +78,7 @@ func (s *session) forceRelease(ctx context.Context, key, lockKey string) (evicte
 		}
 		return ev, nil
 	}
-	keys := []string{k.Lock, k.Fence, k.Channel}
+	keys := []string{k.Lock, k.Fence, k.Channel, k.Leases}
 	res, err := forceReleaseScript.Run(cctx, s.rdb, keys, publishCmd(s.rdb), fenceCounterMS).Slice()
 	if err != nil {
 		return evicted{}, backendErr(s.g, err)
@@ -91,7 +92,11 @@ func (s *session) forceRelease(ctx context.Context, key, lockKey string) (evicte
 	tok, _ := res[1].(string)
 	fence, _ := res[2].(int64)
 	subs, _ := res[3].(int64)
-	return evicted{Key: key, Owner: ownerID(tok), Fence: uint64(fence), Notified: subs}, nil
+	owners := make([]string, 0, 1)
+	for _, t := range strings.Split(tok, ",") {
+		owners = append(owners, ownerID(t))
+	}
+	return evicted{Key: key, Owner: strings.Join(owners, ","), Fence: uint64(fence), Notified: subs}, nil
 }
 
 // publishCmd matches core: shard channels on a Cluster (WithShardedPubSub
