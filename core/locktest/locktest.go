@@ -24,6 +24,8 @@ type Store struct {
 	fences map[string]uint64
 	subs   map[string]map[*subscriber]struct{}
 	down   bool
+	shares map[string]*shareSet            // shared and permit holders, by lock key
+	claims map[string]map[string]time.Time // waiting writers' claims, by lock key
 }
 
 // subscriber is one Subscribe registration, remembered with the backend
@@ -51,6 +53,8 @@ func NewStoreWithClock(clk core.Clock) *Store {
 		locks:  make(map[string]entry),
 		fences: make(map[string]uint64),
 		subs:   make(map[string]map[*subscriber]struct{}),
+		shares: make(map[string]*shareSet),
+		claims: make(map[string]map[string]time.Time),
 	}
 }
 
@@ -86,6 +90,7 @@ func (s *Store) SetDown(down bool) {
 func (s *Store) Expire(prefix, key string) {
 	s.mu.Lock()
 	delete(s.locks, core.KeysFor(prefix, key).Lock)
+	delete(s.shares, core.KeysFor(prefix, key).Lock)
 	s.mu.Unlock()
 }
 
@@ -100,8 +105,9 @@ func (s *Store) DeleteRaw(key string) {
 func (s *Store) Held(prefix, key string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.live(core.KeysFor(prefix, key).Lock)
-	return ok
+	k := core.KeysFor(prefix, key).Lock
+	_, ok := s.live(k)
+	return ok || s.liveShares(k) != nil
 }
 
 func (s *Store) live(k string) (entry, bool) {
@@ -130,7 +136,16 @@ func (b *backend) Acquire(_ context.Context, h core.Hold, ttl time.Duration) (co
 	if s.down {
 		return core.Grant{}, errDown
 	}
+	if h.Mode != core.Exclusive {
+		return s.acquireShared(h, ttl)
+	}
 	keys := h.Keys
+	if set := s.liveShares(keys.Lock); set != nil {
+		return s.refuseWriter(h, set, ttl), nil
+	}
+	if h.Claimed {
+		delete(s.claims[keys.Lock], h.Token)
+	}
 	if e, ok := s.live(keys.Lock); ok {
 		if e.token == h.Token {
 			s.locks[keys.Lock] = entry{token: h.Token, expires: s.now().Add(ttl)}
@@ -169,12 +184,22 @@ func (b *backend) Release(_ context.Context, h core.Hold) (core.Released, error)
 		s.mu.Unlock()
 		return core.Released{}, errDown
 	}
-	e, ok := s.live(h.Keys.Lock)
-	if !ok || e.token != h.Token {
+	withdrew := h.Claimed && s.withdrawClaim(h)
+	var ok bool
+	if h.Mode != core.Exclusive {
+		ok = s.releaseShared(h)
+	} else {
+		var e entry
+		e, ok = s.live(h.Keys.Lock)
+		ok = ok && e.token == h.Token
+		if ok {
+			delete(s.locks, h.Keys.Lock)
+		}
+	}
+	if !ok && !withdrew {
 		s.mu.Unlock()
 		return core.Released{}, core.ErrNotHeld
 	}
-	delete(s.locks, h.Keys.Lock)
 	var fns []func()
 	var rel core.Released
 	for sub := range s.subs[h.Keys.Channel] {
@@ -184,8 +209,13 @@ func (b *backend) Release(_ context.Context, h core.Hold) (core.Released, error)
 		}
 	}
 	s.mu.Unlock()
-	for _, f := range fns {
-		f()
+	defer func() {
+		for _, f := range fns {
+			f()
+		}
+	}()
+	if !ok {
+		return core.Released{}, core.ErrNotHeld
 	}
 	return rel, nil
 }
@@ -198,6 +228,10 @@ func (b *backend) Refresh(_ context.Context, reqs []core.RefreshRequest) []error
 	for i, r := range reqs {
 		if s.down {
 			errs[i] = errDown
+			continue
+		}
+		if r.Mode != core.Exclusive {
+			errs[i] = s.refreshShared(r)
 			continue
 		}
 		e, ok := s.live(r.Keys.Lock)
