@@ -209,7 +209,11 @@ func (a *acquisition) pause(ctx context.Context, n *notices, holderTTL time.Dura
 	// the server keeps its subscribers: without a random spread the first
 	// subscriber would win every time. The spread shrinks with the races
 	// this waiter already lost, so the longest-waiting process tends to go
-	// first.
+	// first. Shared and permit requests skip it: a release frees room for
+	// one of them at least, and a pause would leave that room idle.
+	if a.cfg.mode != Exclusive {
+		return nil
+	}
 	j := time.Duration(rand.Int64N(int64(noticeSpread) / int64(1+n.lostRaces)))
 	if err := c.sleep(ctx, j); err != nil {
 		return notAcquired(holderTTL, a.stats.attempts, err)

@@ -33,10 +33,13 @@ func (a *acquisition) throughGate(ctx context.Context) (*Lock, error) {
 		c.gates[gk] = g
 	}
 	a.gate, a.gateKey = g, gk
-	parkFirst := g.head && a.cfg.wait != 0
+	var w *waiter
+	if g.head && a.cfg.wait != 0 {
+		w = a.parkLocked()
+	}
 	c.mu.Unlock()
-	if parkFirst {
-		if err := a.park(ctx); err != nil {
+	if w != nil {
+		if err := a.park(ctx, w); err != nil {
 			return nil, err
 		}
 	}
@@ -58,18 +61,24 @@ func (a *acquisition) refusedAtGate(ctx context.Context) (backend bool, err erro
 		a.c.mu.Unlock()
 		return true, nil
 	}
+	// Parked in the same critical section that saw the head: the head's
+	// exit, which wakes one waiter, cannot slip in between.
+	w := a.parkLocked()
 	a.c.mu.Unlock()
-	return false, a.park(ctx)
+	return false, a.park(ctx, w)
+}
+
+// parkLocked adds the request to the gate's waiters. c.mu held.
+func (a *acquisition) parkLocked() *waiter {
+	w := &waiter{ch: make(chan grantMsg, 1), cfg: a.cfg}
+	a.gate.waiters = append(a.gate.waiters, w)
+	return w
 }
 
 // park waits in the gate until a grant or the head's exit wakes this
 // request, the wait bound passes, ctx ends or the Client closes.
-func (a *acquisition) park(ctx context.Context) error {
+func (a *acquisition) park(ctx context.Context, w *waiter) error {
 	c := a.c
-	w := &waiter{ch: make(chan grantMsg, 1), cfg: a.cfg}
-	c.mu.Lock()
-	a.gate.waiters = append(a.gate.waiters, w)
-	c.mu.Unlock()
 	a.stats.contended = true
 	var timeout <-chan time.Time
 	if !a.until.IsZero() {
@@ -117,9 +126,9 @@ func (a *acquisition) leaveGate(l *Lock) {
 	}
 	if a.gateHead {
 		g.head, a.gateHead = false, false
-		if wake == 0 && len(g.waiters) > 0 {
-			wake = 1 // someone must wait in the backend for the next turn
-		}
+	}
+	if !g.head && wake == 0 && len(g.waiters) > 0 {
+		wake = 1 // someone must wait in the backend for the next turn
 	}
 	c.wakeGateLocked(g, wake)
 	if !g.head && len(g.waiters) == 0 && c.gates[a.gateKey] == g {
