@@ -111,14 +111,16 @@ func fragmentFile(b block) string {
 		src.WriteString("\t" + imp + "\n")
 	}
 	for _, name := range used {
-		path, ok := imports[name]
-		if !ok || slices.ContainsFunc(own, func(s string) bool { return strings.Contains(s, `"`+path+`"`) || strings.Contains(s, path) }) {
+		spec, ok := imports[name]
+		if !ok {
 			continue
 		}
-		if !strings.Contains(path, `"`) {
-			path = `"` + path + `"`
+		if !strings.Contains(spec, `"`) {
+			spec = `"` + spec + `"`
 		}
-		src.WriteString("\t" + path + "\n")
+		if !slices.ContainsFunc(own, func(o string) bool { return strings.HasSuffix(o, spec[strings.Index(spec, `"`):]) }) {
+			src.WriteString("\t" + spec + "\n")
+		}
 	}
 	fmt.Fprintf(&src, ")\n\nfunc _() %s {\n//line %s:%d\n%s\n", results, b.file, bodyLine, body)
 	for _, v := range declared {
@@ -160,24 +162,20 @@ func splitImports(text string, line int) (imps []string, body string, bodyLine i
 func inspectFragment(f *ast.File) (used, declared []string, results string) {
 	body := f.Decls[0].(*ast.FuncDecl).Body
 	ast.Inspect(body, func(n ast.Node) bool {
+		if s, ok := n.(*ast.SelectorExpr); ok {
+			if id, ok := s.X.(*ast.Ident); ok && !slices.Contains(used, id.Name) {
+				used = append(used, id.Name)
+			}
+		}
+		return true
+	})
+	ast.Inspect(body, func(n ast.Node) bool { // the fragment's own returns, not its closures'
 		switch n := n.(type) {
 		case *ast.FuncLit:
 			return false
 		case *ast.ReturnStmt:
 			if len(n.Results) == 1 {
 				results = "error"
-			}
-		case *ast.SelectorExpr:
-			if id, ok := n.X.(*ast.Ident); ok && !slices.Contains(used, id.Name) {
-				used = append(used, id.Name)
-			}
-		}
-		return true
-	})
-	ast.Inspect(body, func(n ast.Node) bool { // selectors inside closures count too
-		if s, ok := n.(*ast.SelectorExpr); ok {
-			if id, ok := s.X.(*ast.Ident); ok && !slices.Contains(used, id.Name) {
-				used = append(used, id.Name)
 			}
 		}
 		return true
