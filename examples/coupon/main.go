@@ -13,7 +13,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/fencedlock/fencedlock/otel/oteldemo"
 	"log"
 	"os"
 	"slices"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/fencedlock/fencedlock/core"
+	"github.com/fencedlock/fencedlock/otel/oteldemo"
 	"github.com/redis/go-redis/v9"
 )
 

@@ -31,7 +31,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/fencedlock/fencedlock/otel/oteldemo"
 	"io"
 	"log"
 	"net"
@@ -45,6 +44,7 @@ import (
 	"github.com/fencedlock/fencedlock/core"
 	"github.com/fencedlock/fencedlock/ginmw"
 	"github.com/fencedlock/fencedlock/lockdebug"
+	"github.com/fencedlock/fencedlock/otel/oteldemo"
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
 )

@@ -22,7 +22,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/fencedlock/fencedlock/otel/oteldemo"
 	"log"
 	"net"
 	"os"
@@ -39,6 +38,7 @@ import (
 	"github.com/fencedlock/fencedlock/core"
 	"github.com/fencedlock/fencedlock/examples/grpcserver/orderpb"
 	"github.com/fencedlock/fencedlock/grpcmw"
+	"github.com/fencedlock/fencedlock/otel/oteldemo"
 )
 
 func main() {

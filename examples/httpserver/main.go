@@ -32,7 +32,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/fencedlock/fencedlock/otel/oteldemo"
 	"io"
 	"log"
 	"net"
@@ -47,6 +46,7 @@ import (
 	"github.com/fencedlock/fencedlock/core"
 	"github.com/fencedlock/fencedlock/httpmw"
 	"github.com/fencedlock/fencedlock/lockdebug"
+	"github.com/fencedlock/fencedlock/otel/oteldemo"
 	"github.com/redis/go-redis/v9"
 )
 
