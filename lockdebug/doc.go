@@ -24,6 +24,5 @@
 // hand-offs since the queue formed. Taking a snapshot sends nothing to the
 // backend, so the page is cheap to leave open and works while Redis is down.
 //
-// The JSON fields are only ever added to: shared and permit holders will
-// join once the lock family exists.
+// The JSON fields are only ever added to.
 package lockdebug
