@@ -24,6 +24,8 @@ type HeldLock struct {
 	Prefix      string        // WithPrefix
 	Owner       string        // Lock.Owner
 	Fence       uint64        // Lock.Fence
+	Mode        Mode          // Lock.Mode
+	Permits     int           // Lock.Permits (permit holds)
 	HeldFor     time.Duration // since the acquiring command was sent
 	TTL         time.Duration // the current lease length
 	Remaining   time.Duration // until the local validity deadline (<= 0: about to be lost)
@@ -64,7 +66,7 @@ func (c *Client) Snapshot() Snapshot {
 		l.mu.Lock()
 		h := HeldLock{
 			Key: l.key, Name: l.cfg.name, Prefix: l.prefix, Owner: ownerID(l.token),
-			Fence: l.fence, HeldFor: now.Sub(l.start), TTL: l.ttl,
+			Fence: l.fence, Mode: l.cfg.mode, Permits: l.Permits(), HeldFor: now.Sub(l.start), TTL: l.ttl,
 			Remaining: l.deadline.Sub(now), Renewals: l.renewals,
 			AutoRefresh: l.cfg.autoRefresh, Handoff: l.handoff,
 		}

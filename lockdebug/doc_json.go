@@ -21,6 +21,8 @@ type Held struct {
 	Prefix      string `json:"prefix"`
 	Owner       string `json:"owner"`
 	Fence       uint64 `json:"fence"`
+	Mode        string `json:"mode"`              // exclusive, shared, permit
+	Permits     int    `json:"permits,omitempty"` // n of a permit hold
 	HeldForMS   int64  `json:"held_for_ms"`
 	TTLMS       int64  `json:"ttl_ms"`
 	RemainingMS int64  `json:"remaining_ms"`
@@ -43,7 +45,7 @@ func NewDocument(s core.Snapshot) Document {
 	d := Document{Backend: s.Backend, Taken: s.Taken, Held: []Held{}, Waiting: []Waiting{}}
 	for _, h := range s.Held {
 		d.Held = append(d.Held, Held{
-			Key: h.Key, Name: h.Name, Prefix: h.Prefix, Owner: h.Owner, Fence: h.Fence,
+			Key: h.Key, Name: h.Name, Prefix: h.Prefix, Owner: h.Owner, Fence: h.Fence, Mode: h.Mode.String(), Permits: h.Permits,
 			HeldForMS: h.HeldFor.Milliseconds(), TTLMS: h.TTL.Milliseconds(),
 			RemainingMS: h.Remaining.Milliseconds(), Renewals: h.Renewals,
 			AutoRefresh: h.AutoRefresh, Handoff: h.Handoff,
