@@ -12,11 +12,17 @@ import (
 
 // The page in a real browser: headless chromium loads it, the DOM it built
 // holds the held-locks table with our row, and a screenshot is written.
-// A missing chromium fails the test (CI installs it), it never skips.
+// Without chromium the test skips, so `go test ./...` works on a machine
+// with only Go; FENCEDLOCK_REQUIRE_BROWSER=1 (set by .ci/run, which
+// installs chromium) makes a missing browser a failure.
 func TestPage_inHeadlessChromium(t *testing.T) {
 	bin, err := exec.LookPath("chromium")
 	if err != nil {
-		t.Fatal("chromium not installed (apt-get install chromium; .ci/run does): the debug page must be checked in a real browser")
+		const msg = "chromium not installed (apt-get install chromium; .ci/run does): the debug page is checked in a real browser"
+		if os.Getenv("FENCEDLOCK_REQUIRE_BROWSER") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
 	}
 	f := newFixture(t)
 	dir := t.TempDir()
