@@ -206,6 +206,11 @@ func newToken() string {
 	return hex.EncodeToString(b[:])
 }
 
+// OwnerID is Lock.Owner's derivation from an owner token (the first 8
+// bytes of its SHA-256, hex), for tools that read tokens from the backend
+// and must show holders the way the holders name themselves.
+func OwnerID(token string) string { return ownerID(token) }
+
 func ownerID(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(sum[:8])

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"path"
 	"strconv"
@@ -39,12 +37,9 @@ type holderRow struct {
 	Fence uint64 `json:"fence"`
 }
 
-// ownerID is Lock.Owner's derivation: the first 8 bytes of the token's
-// SHA-256, hex. Operators see this id, which cannot release the lock.
-func ownerID(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:8])
-}
+// ownerID is core.OwnerID: operators see this id, which cannot release the
+// lock.
+func ownerID(token string) string { return core.OwnerID(token) }
 
 var keyUnescaper = strings.NewReplacer("%25", "%", "%7B", "{", "%7D", "}", "%23", "#")
 
