@@ -372,3 +372,75 @@ func TestRedlock_refusesSharedAndPermits(t *testing.T) {
 	}
 	_ = l.Release(context.Background())
 }
+
+// TestShared_replicaAck: on a Sentinel group with WithReplicaAck, a shared
+// hold is acknowledged like an exclusive one; with replication stalled it
+// is refused with ErrNotReplicated and undone (nothing left on the key).
+func TestShared_replicaAck(t *testing.T) {
+	g := redistest.StartSentinel(t)
+	g.WaitDiscovered(20 * time.Second)
+	ctx := context.Background()
+	a := sentinelLocker(t, g, core.WithReplicaAck(1, time.Second))
+	l, err := a.TryAcquire(ctx, "doc", core.Shared())
+	if err != nil {
+		t.Fatalf("acknowledged shared hold: %v", err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	requireLink(t, g)
+	g.Link.Block()
+	if _, err := a.TryAcquire(ctx, "doc", core.Permits(2)); !errors.Is(err, core.ErrNotReplicated) {
+		t.Fatalf("permit without acknowledgement = %v; want ErrNotReplicated", err)
+	}
+	if n, err := g.Master.Client(t).Exists(ctx, core.KeysFor(core.DefaultPrefix, "doc").Lock).Result(); err != nil || n != 0 {
+		t.Fatalf("refused permit left the key behind (exists=%d, %v)", n, err)
+	}
+}
+
+// TestShared_cluster: shared and permit holds on a 3-primary Cluster, keys
+// on every primary; a waiting reader is woken by the sharded release notice.
+func TestShared_cluster(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	cc := cl.Client(t)
+	a, b := core.New(cc), core.New(cl.Client(t))
+	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
+	ctx := context.Background()
+	for _, key := range keysOnEachPrimary(t, cl, cc, 3) {
+		r1, err := a.Acquire(ctx, key, core.Shared())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r2, err := b.TryAcquire(ctx, key, core.Shared())
+		if err != nil {
+			t.Fatalf("second reader on %s: %v", key, err)
+		}
+		if _, err := b.TryAcquire(ctx, key); !errors.Is(err, core.ErrNotAcquired) {
+			t.Fatalf("writer among readers on %s = %v", key, err)
+		}
+		_ = r1.Release(ctx)
+		_ = r2.Release(ctx)
+		p, err := a.Acquire(ctx, key, core.Permits(1), core.WithTTL(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan error, 1)
+		go func() {
+			l, err := b.Acquire(ctx, key, core.Permits(1), core.WithWait(5*time.Second))
+			if err == nil {
+				err = l.Release(ctx)
+			}
+			got <- err
+		}()
+		time.Sleep(100 * time.Millisecond)
+		_ = p.Release(ctx)
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatalf("permit waiter on %s: %v", key, err)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("permit waiter on %s not woken by the release notice", key)
+		}
+	}
+}
