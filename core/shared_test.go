@@ -3,6 +3,7 @@ package core_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -441,6 +442,38 @@ func TestShared_cluster(t *testing.T) {
 			}
 		case <-time.After(3 * time.Second):
 			t.Fatalf("permit waiter on %s not woken by the release notice", key)
+		}
+	}
+}
+
+// TestShared_sharded: the lock family through NewSharded (each key on one
+// shard, the holders with it).
+func TestShared_sharded(t *testing.T) {
+	var shards []redis.UniversalClient
+	for _, s := range redistest.StartN(t, 2) {
+		shards = append(shards, s.Client(t))
+	}
+	a, b := core.NewSharded(shards), core.NewSharded(shards)
+	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
+	ctx := context.Background()
+	for i := range 6 {
+		key := "tenant:" + strconv.Itoa(i)
+		p1, err := a.Acquire(ctx, key, core.Permits(2), core.WithAutoRefresh())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p2, err := b.TryAcquire(ctx, key, core.Permits(2))
+		if err != nil {
+			t.Fatalf("second permit of %s: %v", key, err)
+		}
+		if _, err := b.TryAcquire(ctx, key, core.Permits(2)); !errors.Is(err, core.ErrNotAcquired) {
+			t.Fatalf("third permit of %s = %v", key, err)
+		}
+		if _, err := b.TryAcquire(ctx, key, core.Shared()); !errors.Is(err, core.ErrModeMismatch) {
+			t.Fatalf("shared on a permit key %s = %v", key, err)
+		}
+		if err := errors.Join(p1.Release(ctx), p2.Release(ctx)); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
