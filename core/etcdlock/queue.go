@@ -33,6 +33,10 @@ func (b *Backend) Acquire(ctx context.Context, h core.Hold, ttl time.Duration) (
 	if err := exclusiveOnly(h); err != nil {
 		return core.Grant{}, err
 	}
+	return b.acquire(ctx, h, ttl)
+}
+
+func (b *Backend) acquire(ctx context.Context, h core.Hold, ttl time.Duration) (core.Grant, error) {
 	keys, token := h.Keys, h.Token
 	if err := b.checkTTL(ttl); err != nil {
 		return core.Grant{}, err
