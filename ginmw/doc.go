@@ -41,12 +41,30 @@
 // panics or the client went away, with a context detached from the
 // request and a timeout of its own (WithReleaseTimeout).
 //
+// # Readers and writers, concurrency limits
+//
+// LockRW guards a resource as a read-write lock: GET, HEAD and OPTIONS take
+// shared holds and run together, every other method takes an exclusive
+// hold that waits for the readers in flight and excludes them; once a
+// writer waits, new readers queue behind it (no writer starvation).
+// Limit lets at most n requests per key run at once, across every instance
+// (one of n permits, core.Permits):
+//
+//	rw := ginmw.LockRW(locker, ginmw.Template("doc:{id}"), ginmw.WithWait(2*time.Second))
+//	r.GET("/docs/:id", rw, getDoc)
+//	r.PUT("/docs/:id", rw, putDoc)
+//	r.POST("/reports", ginmw.Limit(locker, ginmw.Header("X-Tenant"), 4), report)
+//
 // # Status codes
 //
 // As httpmw: 409 Conflict with Retry-After (contention, or a lock lost
-// before anything was written), 400 (invalid key), 503 (backend
-// unreachable, unless WithFailOpen), 504 (deadline while waiting), 500
-// (ErrMisconfigured), 499 (client gone while waiting). Responses abort the
+// before anything was written), 429 Too Many Requests with Retry-After (a
+// Limit with no permit free within the wait), 400 (invalid key), 503
+// (backend unreachable, unless WithFailOpen), 504 (deadline while
+// waiting), 500 (ErrMisconfigured, or a lock-mode configuration error:
+// core.ErrModeMismatch when routes disagree on a key's mode or n,
+// core.ErrModeUnsupported on Redlock and etcd; logged at error level,
+// never 409), 499 (client gone while waiting). Responses abort the
 // chain with a small JSON body, {"error":"<code>","message":"<text>"},
 // that never contains the key or backend error text; the error is also
 // attached to c.Errors as a private gin error. WithErrorHandler replaces

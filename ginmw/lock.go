@@ -79,6 +79,9 @@ func (m *middleware) handle(c *gin.Context) {
 	if p.Name == "" {
 		p.Name = route
 	}
+	if m.cfg.shareSafe && guard.SafeMethod(c.Request.Method) {
+		p.Mode = core.SharedMode
+	}
 	var buf [2]string
 	keys := buf[:0]
 	for _, kf := range m.keys {
@@ -121,13 +124,15 @@ func (m *middleware) release(c *gin.Context, req *http.Request, h *guard.Held, n
 }
 
 func (m *middleware) fail(c *gin.Context, name string, res guard.Result) {
-	switch res.Outcome {
-	case guard.Misconfigured:
+	switch {
+	case res.Outcome == guard.Misconfigured && guard.IsModeError(res.Err):
+		m.log(c.Request.Context(), slog.LevelError, "lock mode conflicts with the key's holders or the backend (configuration error)", name, res.Err)
+	case res.Outcome == guard.Misconfigured:
 		m.log(c.Request.Context(), slog.LevelError, "cannot derive the lock key", name, res.Err)
-	case guard.Lost:
+	case res.Outcome == guard.Lost:
 		m.log(c.Request.Context(), slog.LevelWarn, "lock lost while the handler ran", name, res.Err)
 	}
-	if res.Outcome == guard.Contended || res.Outcome == guard.Unavailable {
+	if res.Outcome == guard.Contended || res.Outcome == guard.Limited || res.Outcome == guard.Unavailable {
 		res.RetryAfter = m.hints.For(res, m.cfg.policy.TTL)
 	}
 	e := newError(res)
@@ -151,20 +156,22 @@ func (m *middleware) log(ctx context.Context, level slog.Level, msg, name string
 // Error describes a response the middleware writes instead of (or, for a
 // lost lock, after) the handlers. Err is the cause, for logs and
 // errors.Is: core.ErrNotAcquired, core.ErrInvalidKey, core.ErrUnavailable,
-// core.ErrLost, ErrMisconfigured, context.DeadlineExceeded,
-// context.Canceled. It may contain backend error text: do not send it to
+// core.ErrLost, core.ErrModeMismatch, core.ErrModeUnsupported,
+// ErrMisconfigured, context.DeadlineExceeded, context.Canceled. It may contain backend error text: do not send it to
 // clients.
 type Error struct {
 	// Status is the HTTP status DefaultErrorHandler writes.
 	Status int
 	// Code names the failure for programs: "contended", "invalid_key",
-	// "unavailable", "timeout", "canceled", "lost" or "misconfigured".
+	// "unavailable", "timeout", "canceled", "lost", "misconfigured" or
+	// "limited" (429: no permit of a Limit freed up within the wait).
 	Code string
 	// Message is a short client-safe text; it never contains the key or
 	// backend error text.
 	Message string
 	// RetryAfter is when to try again: for 409, the smaller of the holder's
-	// remaining lease and the route's observed hold time; for 503, about 2 s;
+	// remaining lease and the route's observed hold time (for 429, the same
+	// from a permit holder's lease); for 503, about 2 s;
 	// capped by WithMaxRetryAfter, jittered by WithRetryJitter (0 for other
 	// statuses).
 	RetryAfter time.Duration
@@ -181,7 +188,7 @@ func newError(res guard.Result) *Error {
 		Message:    res.Outcome.Message(),
 		RetryAfter: res.RetryAfter,
 		Err:        res.Err,
-		contended:  res.Outcome == guard.Contended,
+		contended:  res.Outcome == guard.Contended || res.Outcome == guard.Limited,
 	}
 }
 
@@ -199,9 +206,9 @@ func (e *Error) Unwrap() error { return e.Err }
 type ErrorHandler func(c *gin.Context, e *Error)
 
 // DefaultErrorHandler aborts with e.Status and the JSON body
-// {"error": e.Code, "message": e.Message}, plus, for 409 (held elsewhere)
-// and 503 (backend unreachable), a Retry-After header: e.RetryAfter in whole
-// seconds, rounded up (at least 1).
+// {"error": e.Code, "message": e.Message}, plus, for 409 (held elsewhere),
+// 429 (no permit free) and 503 (backend unreachable), a Retry-After header:
+// e.RetryAfter in whole seconds, rounded up (at least 1).
 func DefaultErrorHandler(c *gin.Context, e *Error) {
 	if e.contended || e.RetryAfter > 0 {
 		c.Header("Retry-After", strconv.Itoa(guard.RetryAfterSeconds(e.RetryAfter)))

@@ -99,6 +99,19 @@
 // A custom KeyFunc is called with msg == nil at the start of a stream and
 // returns ErrNeedMessage to have the stream locked on its first message.
 //
+// # Readers and writers, concurrency limits
+//
+// WithShared makes the named methods take shared holds (core.Shared): they
+// run together on one key, while the interceptor's other methods take
+// exclusive holds that wait for them and exclude them; once a writer
+// waits, new readers queue behind it. WithPermits(n) makes the interceptor
+// a concurrency limit instead: at most n calls per key at once, across
+// every process (core.Permits):
+//
+//	grpcmw.UnaryServerInterceptor(locker, grpcmw.Template("doc:{doc_id}"),
+//		grpcmw.WithMethods("/docs.Docs/Update"), grpcmw.WithShared("/docs.Docs/Get"))
+//	grpcmw.UnaryServerInterceptor(locker, grpcmw.Metadata("x-tenant"), grpcmw.WithPermits(4))
+//
 // # Status codes
 //
 //	Aborted            held by another call (with an errdetails.RetryInfo
@@ -109,8 +122,13 @@
 //	Unavailable        lock backend unreachable (unless WithFailOpen)
 //	DeadlineExceeded   the call's deadline passed while waiting (WithWait)
 //	Canceled           the client went away while waiting
+//	ResourceExhausted  WithPermits: no permit freed up within the wait
+//	                   (with a RetryInfo detail, as for Aborted)
 //	Internal           the key cannot be derived from this method's request
-//	                   (ErrMisconfigured)
+//	                   (ErrMisconfigured), or a lock-mode configuration
+//	                   error: core.ErrModeMismatch (interceptors disagree
+//	                   on a key's mode or n), core.ErrModeUnsupported
+//	                   (Redlock, etcd); logged at error level, never Aborted
 //
 // Messages are short fixed texts; they never contain the key or backend
 // error text. WithErrorHandler replaces the status. Clients read the retry

@@ -15,8 +15,8 @@ import (
 // Error describes why the interceptor ended a call instead of (or, for a
 // lost lock, after) the handler. Err is the cause, for logs and errors.Is:
 // core.ErrNotAcquired, core.ErrInvalidKey, core.ErrUnavailable,
-// core.ErrLost, ErrMisconfigured, context.DeadlineExceeded,
-// context.Canceled. Err may contain backend error text; it never reaches
+// core.ErrLost, core.ErrModeMismatch, core.ErrModeUnsupported,
+// ErrMisconfigured, context.DeadlineExceeded, context.Canceled. Err may contain backend error text; it never reaches
 // the client through GRPCStatus.
 type Error struct {
 	// Code is the status code DefaultErrorHandler ends the call with.
@@ -24,8 +24,9 @@ type Error struct {
 	// Message is a short client-safe text; it never contains the key or
 	// backend error text.
 	Message string
-	// RetryAfter is when to try again: for Aborted, the smaller of the
-	// holder's remaining lease and the method's observed hold time; for
+	// RetryAfter is when to try again: for Aborted (and ResourceExhausted,
+	// from a permit holder's lease), the smaller of the holder's remaining
+	// lease and the method's observed hold time; for
 	// Unavailable, about 2 s (0 for other codes).
 	RetryAfter time.Duration
 	// Err is the underlying error.
@@ -40,7 +41,7 @@ func newError(res guard.Result) *Error {
 		Message:    res.Outcome.Message(),
 		RetryAfter: res.RetryAfter,
 		Err:        res.Err,
-		contended:  res.Outcome == guard.Contended,
+		contended:  res.Outcome == guard.Contended || res.Outcome == guard.Limited,
 	}
 }
 
@@ -49,6 +50,8 @@ func code(o guard.Outcome) codes.Code {
 	switch o {
 	case guard.Contended, guard.Lost:
 		return codes.Aborted
+	case guard.Limited:
+		return codes.ResourceExhausted
 	case guard.InvalidKey:
 		return codes.InvalidArgument
 	case guard.Unavailable:
@@ -73,7 +76,8 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // GRPCStatus is the client-safe status for e: Code and Message and, when
-// the key was held elsewhere or the backend was unreachable, an
+// the key was held elsewhere, no permit was free or the backend was
+// unreachable, an
 // errdetails.RetryInfo whose delay is
 // RetryAfter rounded up to the millisecond. Returning e itself from a handler or an ErrorHandler sends
 // this status, not Error's text.

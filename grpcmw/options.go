@@ -26,6 +26,7 @@ type config struct {
 	errorHandler ErrorHandler
 	logger       *slog.Logger        // nil: slog.Default() at log time
 	methods      map[string]struct{} // nil: every method
+	shared       map[string]struct{} // WithShared: methods taking shared holds
 }
 
 // newConfig applies opts over the defaults. Streams renew their lease by
@@ -42,6 +43,9 @@ func newConfig(opts []Option, stream bool) config {
 	if err := c.policy.Validate(); err != nil {
 		panic("grpcmw: " + err.Error())
 	}
+	if c.shared != nil && c.policy.Mode == core.PermitMode {
+		panic("grpcmw: WithShared and WithPermits exclude each other: a key is either read-write or a limit")
+	}
 	return c
 }
 
@@ -51,7 +55,60 @@ func (c *config) selects(method string) bool {
 		return true
 	}
 	_, ok := c.methods[method]
+	if !ok {
+		_, ok = c.shared[method]
+	}
 	return ok
+}
+
+// WithShared makes calls to the given full method names take shared
+// (reader) holds, core.Shared: they run together on one key, while calls
+// to the interceptor's other methods take exclusive holds that wait for
+// them and exclude them all. A read-write lock per method:
+//
+//	grpcmw.UnaryServerInterceptor(locker, grpcmw.Template("doc:{doc_id}"),
+//		grpcmw.WithShared("/docs.Docs/Get", "/docs.Docs/List"))
+//
+// The shared methods are locked even when WithMethods leaves them out.
+// Once an exclusive call waits, new shared calls wait behind it (no
+// writer starvation). Repeated options add up. A key held in another mode
+// (a WithPermits interceptor on the same key) or a backend without shared
+// holds (Redlock, etcd) ends the call Internal and logs a configuration
+// error.
+func WithShared(methods ...string) Option {
+	if len(methods) == 0 {
+		panic("grpcmw: WithShared with no method")
+	}
+	for _, m := range methods {
+		if !isFullMethod(m) {
+			panic(fmt.Sprintf("grpcmw: WithShared: %q is not a full method name such as \"/pkg.Service/Method\"", m))
+		}
+	}
+	return func(c *config) {
+		if c.shared == nil {
+			c.shared = make(map[string]struct{}, len(methods))
+		}
+		for _, m := range methods {
+			c.shared[m] = struct{}{}
+		}
+	}
+}
+
+// WithPermits turns the interceptor into a concurrency limit: at most n
+// calls per key run at once, across every process sharing the backend
+// (core.Permits(n)). A call that finds no permit free within the wait
+// (fail fast by default, see WithWait) ends ResourceExhausted with an
+// errdetails.RetryInfo. Every interceptor on one key must use the same n;
+// one that disagrees, or a backend without permits (Redlock, etcd), ends
+// the call Internal and logs a configuration error. n must be between 1
+// and core.MaxPermits.
+//
+//	grpcmw.UnaryServerInterceptor(locker, grpcmw.Metadata("x-tenant"), grpcmw.WithPermits(4))
+func WithPermits(n int) Option {
+	if n < 1 || n > core.MaxPermits {
+		panic(fmt.Sprintf("grpcmw: WithPermits(%d): n must be between 1 and %d", n, core.MaxPermits))
+	}
+	return func(c *config) { c.policy.Mode, c.policy.Permits = core.PermitMode, n }
 }
 
 // WithTTL sets the lease length (default: the Locker's, core.DefaultTTL).

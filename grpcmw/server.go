@@ -77,6 +77,9 @@ func (it *interceptor) policy(method string) guard.Policy {
 	if p.Name == "" {
 		p.Name = method
 	}
+	if _, ok := it.cfg.shared[method]; ok {
+		p.Mode = core.SharedMode
+	}
 	return p
 }
 
@@ -147,13 +150,15 @@ func (it *interceptor) check(ctx context.Context, method, name string, res guard
 }
 
 func (it *interceptor) fail(ctx context.Context, method, name string, res guard.Result) error {
-	switch res.Outcome {
-	case guard.Misconfigured:
+	switch {
+	case res.Outcome == guard.Misconfigured && guard.IsModeError(res.Err):
+		it.log(ctx, slog.LevelError, "lock mode conflicts with the key's holders or the backend (configuration error)", name, res.Err)
+	case res.Outcome == guard.Misconfigured:
 		it.log(ctx, slog.LevelError, "cannot derive the lock key", name, res.Err)
-	case guard.Lost:
+	case res.Outcome == guard.Lost:
 		it.log(ctx, slog.LevelWarn, "lock lost while the handler ran", name, res.Err)
 	}
-	if res.Outcome == guard.Contended || res.Outcome == guard.Unavailable {
+	if res.Outcome == guard.Contended || res.Outcome == guard.Limited || res.Outcome == guard.Unavailable {
 		// The smaller of the holder's remaining lease and the method's
 		// observed hold time; an unknown lease (say, another call of this
 		// process is acquiring it right now) is bounded by the TTL, since a

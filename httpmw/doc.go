@@ -55,6 +55,26 @@
 // the request and a timeout of its own (WithReleaseTimeout). A panic goes
 // on after the release, http.ErrAbortHandler included.
 //
+// # Readers and writers, concurrency limits
+//
+// LockRW guards a resource as a read-write lock: GET, HEAD and OPTIONS take
+// shared holds and run together, every other method takes an exclusive
+// hold that waits for the readers in flight and excludes them; once a
+// writer waits, new readers queue behind it (no writer starvation):
+//
+//	rw := httpmw.LockRW(locker, httpmw.Template("doc:{id}"), httpmw.WithWait(2*time.Second))
+//	mux.Handle("GET /docs/{id}", rw(getDoc))
+//	mux.Handle("PUT /docs/{id}", rw(putDoc))
+//
+// Limit lets at most n requests per key run at once, across every instance
+// (one of n permits, core.Permits); a request that finds none free within
+// the wait gets 429 with Retry-After:
+//
+//	mux.Handle("POST /reports", httpmw.Limit(locker, httpmw.Header("X-Tenant"), 4)(report))
+//
+// Each shared hold and each permit is its own lock with its own lease and
+// fence, renewed and released like Lock's.
+//
 // # Status codes
 //
 //	409 Conflict             held by another request (fail fast, or the WithWait
@@ -64,8 +84,15 @@
 //	400 Bad Request          missing, empty, invalid or oversized key
 //	503 Service Unavailable  lock backend unreachable (unless WithFailOpen)
 //	504 Gateway Timeout      the request's deadline passed while waiting
+//	429 Too Many Requests    Limit: no permit freed up within the wait
+//	                         (Retry-After as for 409)
 //	500 Internal Server Error the key cannot be derived where the middleware
-//	                         is mounted (ErrMisconfigured)
+//	                         is mounted (ErrMisconfigured), or the key's mode
+//	                         conflicts (core.ErrModeMismatch: a Limit with
+//	                         another n, LockRW and Limit on one key) or the
+//	                         backend has no shared or permit holds
+//	                         (core.ErrModeUnsupported: Redlock, etcd); logged
+//	                         at error level, never 409, since waiting cannot help
 //	499                      the client went away while waiting (for logs)
 //
 // Retry-After counts whole seconds, at least 1: on 409 the smaller of the

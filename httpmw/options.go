@@ -8,7 +8,7 @@ import (
 	"github.com/fencedlock/fencedlock/internal/guard"
 )
 
-// Option configures Lock and LockKeys. Invalid values panic when the option
+// Option configures Lock, LockKeys, LockRW and Limit. Invalid values panic when the option
 // is built or the middleware is, never at request time.
 type Option func(*config)
 
@@ -24,6 +24,7 @@ type config struct {
 	logger       *slog.Logger // nil: slog.Default() at log time
 	retryMax     time.Duration
 	retryJitter  float64
+	shareSafe    bool // LockRW: safe methods take shared holds
 }
 
 func newConfig(opts []Option) config {

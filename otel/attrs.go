@@ -20,6 +20,7 @@ const (
 	keyKey       = attribute.Key("lock.key")
 	keyKeyHash   = attribute.Key("lock.key.hash")
 	keyBackend   = attribute.Key("lock.backend")
+	keyMode      = attribute.Key("lock.mode") // exclusive, shared or permit (core.Mode.String)
 	keyAttempts  = attribute.Key("lock.attempts")
 	keyContended = attribute.Key("lock.contended")
 	keyHandoff   = attribute.Key("lock.handoff")
@@ -134,12 +135,24 @@ func fenceAttr(f uint64) attribute.KeyValue {
 	return keyFence.Int64(int64(min(f, math.MaxInt64)))
 }
 
-// setKey names a metric attribute set: lock name, backend and, when extra
-// is non-empty, one more attribute (lock.outcome or error.type).
+// setKey names a metric attribute set: lock name, backend, mode and, when
+// extra is non-empty, one more attribute (lock.outcome or error.type).
 type setKey struct {
 	name, backend string
+	mode          core.Mode
 	extraKey      attribute.Key
 	extra         string
+}
+
+// infoSet is the set key of a lock's name, backend and mode.
+func infoSet(name string, li core.LockInfo) setKey {
+	return setKey{name: name, backend: li.Backend, mode: li.Mode}
+}
+
+// with adds the extra attribute.
+func (k setKey) with(key attribute.Key, v string) setKey {
+	k.extraKey, k.extra = key, v
+	return k
 }
 
 // maxCachedSets bounds the cache: lock names are meant to be few (route
@@ -162,9 +175,10 @@ func (c *setCache) get(k setKey) attribute.Set {
 		return s
 	}
 	if k.extraKey == "" {
-		s = attribute.NewSet(keyName.String(k.name), keyBackend.String(k.backend))
+		s = attribute.NewSet(keyName.String(k.name), keyBackend.String(k.backend), keyMode.String(k.mode.String()))
 	} else {
-		s = attribute.NewSet(keyName.String(k.name), keyBackend.String(k.backend), k.extraKey.String(k.extra))
+		s = attribute.NewSet(keyName.String(k.name), keyBackend.String(k.backend), keyMode.String(k.mode.String()),
+			k.extraKey.String(k.extra))
 	}
 	c.mu.Lock()
 	if c.m == nil {

@@ -43,12 +43,20 @@
 //
 // # Metrics
 //
-//	lock.acquire.duration  histogram  s         lock.name, lock.backend, lock.outcome
-//	lock.contention        counter    {acquire} lock.name, lock.backend, lock.outcome
-//	lock.hold.duration     histogram  s         lock.name, lock.backend, lock.outcome
-//	lock.held              updown     {lock}    lock.name, lock.backend
-//	lock.lost              counter    {lock}    lock.name, lock.backend
-//	lock.refresh.failures  counter    {refresh} lock.name, lock.backend, error.type
+//	lock.acquire.duration  histogram  s         lock.name, lock.backend, lock.mode, lock.outcome
+//	lock.contention        counter    {acquire} lock.name, lock.backend, lock.mode, lock.outcome
+//	lock.hold.duration     histogram  s         lock.name, lock.backend, lock.mode, lock.outcome
+//	lock.held              updown     {lock}    lock.name, lock.backend, lock.mode
+//	lock.permits.used      updown     {permit}  lock.name, lock.backend, lock.mode
+//	lock.lost              counter    {lock}    lock.name, lock.backend, lock.mode
+//	lock.refresh.failures  counter    {refresh} lock.name, lock.backend, lock.mode, error.type
+//
+// lock.mode is the kind of hold (core.Mode): exclusive, shared (core.Shared,
+// a reader) or permit (core.Permits, one of n); lock.acquire and lock.hold
+// carry it too. lock.permits.used counts the permit holds in place: up
+// when one is granted, down at its release or loss; compare it with the
+// limit's n to see how full a concurrency limit runs. Every shared hold and
+// every permit is a lock of its own, so lock.held counts each one.
 //
 // lock.contention counts acquisitions that found the lock held at least
 // once, whether they then got it (outcome acquired) or gave up. The outcome

@@ -66,6 +66,10 @@ func NewObserver(opts ...Option) core.Observer {
 		metric.WithUnit("{lock}"),
 		metric.WithDescription("Locks currently held."))
 	o.held = orNoop[metric.Int64UpDownCounter](o.held, err, metricnoop.Int64UpDownCounter{})
+	o.permits, err = m.Int64UpDownCounter("lock.permits.used",
+		metric.WithUnit("{permit}"),
+		metric.WithDescription("Permits currently held (core.Permits holds), per lock name."))
+	o.permits = orNoop[metric.Int64UpDownCounter](o.permits, err, metricnoop.Int64UpDownCounter{})
 	o.lost, err = m.Int64Counter("lock.lost",
 		metric.WithUnit("{lock}"),
 		metric.WithDescription("Locks that ended without Release: not renewed in time, taken over, or past their hold cap."))
@@ -97,6 +101,7 @@ type observer struct {
 	contention  metric.Int64Counter
 	holdDur     metric.Float64Histogram
 	held        metric.Int64UpDownCounter
+	permits     metric.Int64UpDownCounter // lock.permits.used
 	lost        metric.Int64Counter
 	refreshFail metric.Int64Counter
 
@@ -121,6 +126,7 @@ type acquisitionKey struct{}
 type hold struct {
 	span    trace.Span  // lock.hold, or a no-op span
 	counted bool        // lock.held was incremented
+	permit  bool        // lock.permits.used was incremented
 	ended   atomic.Bool // core may report the end twice (Lost racing a hand-off)
 }
 
@@ -134,7 +140,8 @@ func (o *observer) AcquireStart(ctx context.Context, e core.AcquireStartEvent) c
 	// The name and backend are known to the sampler; the rest is added
 	// only to spans that are recorded.
 	ctx, span := o.tracer.Start(ctx, spanAcquire, internalKind,
-		trace.WithAttributes(keyName.String(lockName(e.LockInfo)), keyBackend.String(e.Backend)))
+		trace.WithAttributes(keyName.String(lockName(e.LockInfo)), keyBackend.String(e.Backend),
+			keyMode.String(e.Mode.String())))
 	if !span.IsRecording() {
 		return ctx
 	}
@@ -172,7 +179,7 @@ func (o *observer) AcquireEnd(ctx context.Context, e core.AcquireEndEvent) any {
 
 	name := lockName(e.LockInfo)
 	if o.acquireDur.Enabled(ctx) || o.contention.Enabled(ctx) {
-		set := o.sets.get(setKey{name: name, backend: e.Backend, extraKey: keyOutcome, extra: outcome})
+		set := o.sets.get(infoSet(name, e.LockInfo).with(keyOutcome, outcome))
 		o.acquireDur.Record(ctx, e.Wait.Seconds(), metric.WithAttributeSet(set))
 		if e.Contended {
 			o.contention.Add(ctx, 1, metric.WithAttributeSet(set))
@@ -188,14 +195,15 @@ func (o *observer) AcquireEnd(ctx context.Context, e core.AcquireEndEvent) any {
 		a = nil // not ours: an acquisition further up the context
 	}
 	counted := o.held.Enabled(ctx)
-	if a == nil && !counted && !o.holdDur.Enabled(ctx) && !o.lost.Enabled(ctx) {
+	permit := e.Mode == core.PermitMode && o.permits.Enabled(ctx)
+	if a == nil && !counted && !permit && !o.holdDur.Enabled(ctx) && !o.lost.Enabled(ctx) {
 		return nil // nothing to record about this hold
 	}
 	var h *hold
 	if a != nil {
 		h = &a.hold
 		attrs := [...]attribute.KeyValue{
-			keyName.String(name), keyBackend.String(e.Backend), keyKeyHash.String(a.hash),
+			keyName.String(name), keyBackend.String(e.Backend), keyMode.String(e.Mode.String()), keyKeyHash.String(a.hash),
 			fenceAttr(e.Fence), keyHandoff.Bool(e.Handoff), keyTTL.Float64(a.ttl.Seconds()),
 			keyKey.String(e.Key),
 		}
@@ -210,7 +218,11 @@ func (o *observer) AcquireEnd(ctx context.Context, e core.AcquireEndEvent) any {
 	}
 	if counted {
 		h.counted = true
-		o.held.Add(ctx, 1, metric.WithAttributeSet(o.sets.get(setKey{name: name, backend: e.Backend})))
+		o.held.Add(ctx, 1, metric.WithAttributeSet(o.sets.get(infoSet(name, e.LockInfo))))
+	}
+	if permit {
+		h.permit = true
+		o.permits.Add(ctx, 1, metric.WithAttributeSet(o.sets.get(infoSet(name, e.LockInfo))))
 	}
 	return h
 }
@@ -243,14 +255,17 @@ func (o *observer) end(ctx context.Context, data any, li core.LockInfo, held tim
 	}
 	h.span.End()
 	if outcome == holdLost && o.lost.Enabled(ctx) {
-		o.lost.Add(ctx, 1, metric.WithAttributeSet(o.sets.get(setKey{name: name, backend: li.Backend})))
+		o.lost.Add(ctx, 1, metric.WithAttributeSet(o.sets.get(infoSet(name, li))))
 	}
 	if o.holdDur.Enabled(ctx) {
 		o.holdDur.Record(ctx, held.Seconds(), metric.WithAttributeSet(
-			o.sets.get(setKey{name: name, backend: li.Backend, extraKey: keyOutcome, extra: outcome})))
+			o.sets.get(infoSet(name, li).with(keyOutcome, outcome))))
 	}
 	if h.counted {
-		o.held.Add(ctx, -1, metric.WithAttributeSet(o.sets.get(setKey{name: name, backend: li.Backend})))
+		o.held.Add(ctx, -1, metric.WithAttributeSet(o.sets.get(infoSet(name, li))))
+	}
+	if h.permit {
+		o.permits.Add(ctx, -1, metric.WithAttributeSet(o.sets.get(infoSet(name, li))))
 	}
 }
 
@@ -259,8 +274,8 @@ func (o *observer) Refreshed(ctx context.Context, e core.RefreshEvent) {
 	if e.Err != nil {
 		class = errorClass(e.Err)
 		if o.refreshFail.Enabled(ctx) {
-			o.refreshFail.Add(ctx, 1, metric.WithAttributeSet(o.sets.get(setKey{
-				name: lockName(e.LockInfo), backend: e.Backend, extraKey: keyErrorType, extra: class})))
+			o.refreshFail.Add(ctx, 1, metric.WithAttributeSet(o.sets.get(
+				infoSet(lockName(e.LockInfo), e.LockInfo).with(keyErrorType, class))))
 		}
 	}
 	// A renewal that found the lock gone is reported after Lost, which

@@ -24,7 +24,8 @@ const (
 )
 
 func nameAttrs(backend string, extra ...attribute.KeyValue) []attribute.KeyValue {
-	return append([]attribute.KeyValue{attribute.String("lock.name", name), attribute.String("lock.backend", backend)}, extra...)
+	return append([]attribute.KeyValue{attribute.String("lock.name", name), attribute.String("lock.backend", backend),
+		attribute.String("lock.mode", "exclusive")}, extra...)
 }
 
 func outcome(s string) attribute.KeyValue { return attribute.String("lock.outcome", s) }
@@ -56,7 +57,7 @@ func TestObserver_acquireRelease(t *testing.T) {
 		acq := rec.one(t, "lock.acquire")
 		childOf(t, acq, req)
 		checkAttrs(t, "lock.acquire", acq.Attributes(), map[string]any{
-			"lock.name": name, "lock.backend": e.backend, "lock.key.hash": hashOf(key),
+			"lock.name": name, "lock.backend": e.backend, "lock.mode": "exclusive", "lock.key.hash": hashOf(key),
 			"lock.ttl": 5.0, "lock.outcome": "acquired", "lock.attempts": int64(1),
 			"lock.contended": false, "lock.handoff": false, "lock.wait.duration": positive{},
 			"lock.fence": int64(l.Fence()),
@@ -68,7 +69,7 @@ func TestObserver_acquireRelease(t *testing.T) {
 		hold := rec.one(t, "lock.hold")
 		childOf(t, hold, req)
 		checkAttrs(t, "lock.hold", hold.Attributes(), map[string]any{
-			"lock.name": name, "lock.backend": e.backend, "lock.key.hash": hashOf(key),
+			"lock.name": name, "lock.backend": e.backend, "lock.mode": "exclusive", "lock.key.hash": hashOf(key),
 			"lock.ttl": 5.0, "lock.fence": int64(l.Fence()), "lock.handoff": false,
 			"lock.outcome": "released",
 		})
@@ -219,7 +220,7 @@ func TestObserver_TryAcquire_held(t *testing.T) {
 		failed := rec.ended("lock.acquire")[1]
 		childOf(t, failed, req)
 		checkAttrs(t, "failed lock.acquire", failed.Attributes(), map[string]any{
-			"lock.name": name, "lock.backend": e.backend, "lock.key.hash": hashOf(key),
+			"lock.name": name, "lock.backend": e.backend, "lock.mode": "exclusive", "lock.key.hash": hashOf(key),
 			"lock.ttl": core.DefaultTTL.Seconds(), "lock.outcome": "contended", "lock.attempts": int64(1),
 			"lock.contended": true, "lock.handoff": false, "lock.wait.duration": positive{},
 			"error.type": "contended",
@@ -274,7 +275,7 @@ func TestObserver_Lost_keyDeleted(t *testing.T) {
 
 		hold := rec.one(t, "lock.hold")
 		checkAttrs(t, "lost lock.hold", hold.Attributes(), map[string]any{
-			"lock.name": name, "lock.backend": e.backend, "lock.key.hash": hashOf(key),
+			"lock.name": name, "lock.backend": e.backend, "lock.mode": "exclusive", "lock.key.hash": hashOf(key),
 			"lock.ttl": 2.0, "lock.fence": int64(l.Fence()), "lock.handoff": false,
 			"lock.outcome": "lost", "error.type": "lost",
 		})
@@ -378,7 +379,7 @@ func TestObserver_backendDown(t *testing.T) {
 
 		failed := rec.ended("lock.acquire")[1]
 		checkAttrs(t, "lock.acquire on a down store", failed.Attributes(), map[string]any{
-			"lock.name": name, "lock.backend": e.backend, "lock.key.hash": hashOf("coupon:7"),
+			"lock.name": name, "lock.backend": e.backend, "lock.mode": "exclusive", "lock.key.hash": hashOf("coupon:7"),
 			"lock.ttl": core.DefaultTTL.Seconds(), "lock.outcome": "unavailable", "lock.attempts": int64(1),
 			"lock.contended": false, "lock.handoff": false, "lock.wait.duration": positive{},
 			"error.type": "unavailable",
@@ -677,7 +678,8 @@ func TestWithRawKeys(t *testing.T) {
 				}
 			}
 			ms := rec.metrics(t)
-			shop := []attribute.KeyValue{attribute.String("lock.name", "shop:"), attribute.String("lock.backend", e.backend), outcome("acquired")}
+			shop := []attribute.KeyValue{attribute.String("lock.name", "shop:"), attribute.String("lock.backend", e.backend),
+				attribute.String("lock.mode", "exclusive"), outcome("acquired")}
 			if p := hist(t, ms, "lock.acquire.duration", shop...); p.Count != 1 {
 				t.Errorf("raw=%v: lock.acquire.duration{lock.name=shop:} count %d, want 1", raw, p.Count)
 			}

@@ -96,8 +96,8 @@ func TestNewObserver_instrumentErrors(t *testing.T) {
 		}
 	}
 	mu.Unlock()
-	if n != 6 {
-		t.Errorf("%d errors handled, want one per instrument (6)", n)
+	if n != 7 {
+		t.Errorf("%d errors handled, want one per instrument (7)", n)
 	}
 
 	store := locktest.NewStore()

@@ -28,7 +28,9 @@ type Policy struct {
 	FailOpen       bool          // run unlocked when the backend is unreachable
 	Name           string        // telemetry name (route template, RPC method)
 	ReleaseTimeout time.Duration // 0: DefaultReleaseTimeout
-	Options        []core.Option // passed through to the Locker last
+	Options        []core.Option // passed through to the Locker
+	Mode           core.Mode     // SharedMode or PermitMode: added after Options, so it wins
+	Permits        int           // n for PermitMode
 }
 
 // Outcome classifies an acquisition for the adapters.
@@ -64,6 +66,8 @@ func (o Outcome) String() string {
 		return "lost"
 	case Misconfigured:
 		return "misconfigured"
+	case Limited:
+		return "limited"
 	}
 	return fmt.Sprintf("outcome(%d)", int(o))
 }
@@ -93,6 +97,11 @@ func Classify(err error) Result {
 		return Result{Outcome: Acquired}
 	case errors.Is(err, core.ErrInvalidKey):
 		return Result{Outcome: InvalidKey, Err: err}
+	case IsModeError(err):
+		// A configuration error (two routes disagree on a key's mode, or
+		// the backend takes exclusive holds only): waiting cannot help,
+		// and failing open would run the handler unguarded.
+		return Result{Outcome: Misconfigured, Err: err}
 	case errors.Is(err, context.DeadlineExceeded):
 		return Result{Outcome: Timeout, Err: err}
 	case errors.Is(err, context.Canceled):
@@ -124,8 +133,17 @@ func Acquire(ctx context.Context, l core.Locker, keys []string, p Policy) (*Held
 	}
 	var todo []string
 	for _, k := range keys {
-		if _, held := core.HeldInContext(ctx, l, k, opts...); !held {
+		lk, held := core.HeldInContext(ctx, l, k, opts...)
+		if !held {
 			todo = append(todo, k)
+			continue
+		}
+		if m := lk.Mode(); m != core.Exclusive && m != p.Mode {
+			// A shared hold cannot stand in for an exclusive one (nor a
+			// permit for a share), and waiting for the upgrade would wait
+			// on ourselves.
+			return nil, Result{Outcome: Misconfigured, Err: fmt.Errorf(
+				"%w: the request already holds the key as %s, wants %s", core.ErrModeMismatch, m, p.Mode)}
 		}
 	}
 	if len(todo) == 0 {
@@ -137,6 +155,9 @@ func Acquire(ctx context.Context, l core.Locker, keys []string, p Policy) (*Held
 	locks, err := l.AcquireAll(ctx, todo, opts...)
 	if err != nil {
 		res := Classify(err)
+		if res.Outcome == Contended && p.Mode == core.PermitMode {
+			res.Outcome = Limited // every permit in use until the wait ended
+		}
 		if res.Outcome == Unavailable && p.FailOpen {
 			return &Held{ctx: ctx, timeout: h.timeout}, Result{Outcome: FailedOpen, Err: err}
 		}
@@ -178,7 +199,30 @@ func (p Policy) options() []core.Option {
 	if p.Name != "" {
 		o = append(o, core.WithName(p.Name))
 	}
-	return append(o, p.Options...)
+	o = append(o, p.Options...)
+	switch p.Mode {
+	case core.SharedMode:
+		o = append(o, core.Shared())
+	case core.PermitMode:
+		o = append(o, core.Permits(p.Permits))
+	}
+	return o
+}
+
+// IsModeError reports whether err is a lock-mode configuration error
+// (core.ErrModeMismatch or core.ErrModeUnsupported).
+func IsModeError(err error) bool {
+	return errors.Is(err, core.ErrModeMismatch) || errors.Is(err, core.ErrModeUnsupported)
+}
+
+// SafeMethod reports whether an HTTP method only reads (GET, HEAD,
+// OPTIONS): the read-write guards take shared holds for these.
+func SafeMethod(method string) bool {
+	switch method {
+	case "GET", "HEAD", "OPTIONS":
+		return true
+	}
+	return false
 }
 
 // Context returns the request context carrying the locks; it is cancelled

@@ -52,7 +52,7 @@ func (h *Hints) Observed() time.Duration { return time.Duration(h.observed.Load(
 func (h *Hints) For(res Result, ttl time.Duration) time.Duration {
 	var base time.Duration
 	switch res.Outcome {
-	case Contended:
+	case Contended, Limited:
 		base = res.RetryAfter
 		if base <= 0 {
 			base = ttl

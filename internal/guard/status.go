@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/fencedlock/fencedlock/core"
 )
 
 // Outcomes the adapters report themselves rather than Acquire: they share
@@ -14,8 +16,12 @@ const (
 	// cancelled with a cause matching core.ErrLost.
 	Lost Outcome = Canceled + 1 + iota
 	// Misconfigured: no key could be derived because of where or how the
-	// adapter is mounted (a server fault, not the client's).
+	// adapter is mounted (a server fault, not the client's), or the lock
+	// mode conflicts with the key's holders or the backend.
 	Misconfigured
+	// Limited: every permit of a concurrency limit was in use until the
+	// wait ended (429 / ResourceExhausted).
+	Limited
 )
 
 // StatusClientClosedRequest is the status recorded when the client went
@@ -52,6 +58,8 @@ func (o Outcome) HTTPStatus() int {
 	switch o {
 	case Contended, Lost:
 		return http.StatusConflict
+	case Limited:
+		return http.StatusTooManyRequests
 	case InvalidKey:
 		return http.StatusBadRequest
 	case Unavailable:
@@ -86,6 +94,8 @@ func (o Outcome) Message() string {
 		return "lock lost while handling the request"
 	case Misconfigured:
 		return "internal server error"
+	case Limited:
+		return "too many concurrent requests"
 	}
 	return o.String()
 }
@@ -103,6 +113,8 @@ func (p Policy) Validate() error {
 		return errors.New("WithAutoRefresh: the interval must be positive")
 	case p.MaxHold < 0:
 		return errors.New("WithMaxHold: the cap must be positive")
+	case p.Mode == core.PermitMode && (p.Permits < 1 || p.Permits > core.MaxPermits):
+		return fmt.Errorf("Limit: n (%d) must be between 1 and %d", p.Permits, core.MaxPermits)
 	case p.ReleaseTimeout < 0:
 		return errors.New("WithReleaseTimeout: the timeout must be positive")
 	case p.AutoRefresh && p.RefreshEvery > 0 && p.TTL > 0 && p.RefreshEvery >= p.TTL:
