@@ -70,6 +70,7 @@ var (
 	mux                            = http.NewServeMux()
 	claimHandler, transferHandler  http.Handler
 	reserveHandler, settle, charge http.Handler
+	docHandler, exportHandler      http.Handler
 	claim, transfer                gin.HandlerFunc
 	tp                             *sdktrace.TracerProvider
 	mp                             *sdkmetric.MeterProvider

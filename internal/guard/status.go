@@ -114,7 +114,7 @@ func (p Policy) Validate() error {
 	case p.MaxHold < 0:
 		return errors.New("WithMaxHold: the cap must be positive")
 	case p.Mode == core.PermitMode && (p.Permits < 1 || p.Permits > core.MaxPermits):
-		return fmt.Errorf("Limit: n (%d) must be between 1 and %d", p.Permits, core.MaxPermits)
+		return fmt.Errorf("the n of Limit or WithPermits (%d) must be between 1 and %d", p.Permits, core.MaxPermits)
 	case p.ReleaseTimeout < 0:
 		return errors.New("WithReleaseTimeout: the timeout must be positive")
 	case p.AutoRefresh && p.RefreshEvery > 0 && p.TTL > 0 && p.RefreshEvery >= p.TTL:
