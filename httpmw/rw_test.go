@@ -243,8 +243,8 @@ func TestLimit_panicsOnBadN(t *testing.T) {
 	for _, n := range []int{0, -1, 1<<20 + 1} {
 		func() {
 			defer func() {
-				if v := recover(); v == nil || !strings.HasPrefix(v.(string), "httpmw: Limit") {
-					t.Errorf("Limit(n=%d) panic = %v; want an httpmw: Limit panic", n, v)
+				if v := recover(); v == nil || !strings.HasPrefix(v.(string), "httpmw: the n of Limit") {
+					t.Errorf("Limit(n=%d) panic = %v; want the httpmw Limit panic", n, v)
 				}
 			}()
 			httpmw.Limit(c, httpmw.Template("x"), n)
