@@ -251,3 +251,17 @@ func TestLimit_panicsOnBadN(t *testing.T) {
 		}()
 	}
 }
+
+func TestLockRW_sharedHoldDoesNotStandInForExclusive(t *testing.T) {
+	fx := redisFixture(t)
+	c := fx.client()
+	ran := false
+	inner := httpmw.Lock(c, httpmw.Template("doc:{id}"), httpmw.WithLogger(slog.New(slog.DiscardHandler)))(
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { ran = true }))
+	mux := http.NewServeMux()
+	mux.Handle("GET /docs/{id}", httpmw.LockRW(c, httpmw.Template("doc:{id}"))(inner))
+	r := do(t, noKeepAlive, "GET", serve(t, mux).URL+"/docs/1")
+	if r.status != http.StatusInternalServerError || ran {
+		t.Fatalf("exclusive Lock inside a shared hold = %d (handler ran %v); want 500, not a silent reentrant pass", r.status, ran)
+	}
+}

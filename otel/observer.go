@@ -199,23 +199,7 @@ func (o *observer) AcquireEnd(ctx context.Context, e core.AcquireEndEvent) any {
 	if a == nil && !counted && !permit && !o.holdDur.Enabled(ctx) && !o.lost.Enabled(ctx) {
 		return nil // nothing to record about this hold
 	}
-	var h *hold
-	if a != nil {
-		h = &a.hold
-		attrs := [...]attribute.KeyValue{
-			keyName.String(name), keyBackend.String(e.Backend), keyMode.String(e.Mode.String()), keyKeyHash.String(a.hash),
-			fenceAttr(e.Fence), keyHandoff.Bool(e.Handoff), keyTTL.Float64(a.ttl.Seconds()),
-			keyKey.String(e.Key),
-		}
-		n := len(attrs) - 1
-		if o.rawKeys {
-			n++
-		}
-		_, h.span = o.tracer.Start(trace.ContextWithSpan(ctx, a.parent), spanHold, internalKind,
-			trace.WithAttributes(attrs[:n]...))
-	} else {
-		h = &hold{span: noSpan}
-	}
+	h := o.startHold(ctx, a, name, e)
 	if counted {
 		h.counted = true
 		o.held.Add(ctx, 1, metric.WithAttributeSet(o.sets.get(infoSet(name, e.LockInfo))))
@@ -224,6 +208,27 @@ func (o *observer) AcquireEnd(ctx context.Context, e core.AcquireEndEvent) any {
 		h.permit = true
 		o.permits.Add(ctx, 1, metric.WithAttributeSet(o.sets.get(infoSet(name, e.LockInfo))))
 	}
+	return h
+}
+
+// startHold starts lock.hold as a sibling of lock.acquire when that was
+// recorded (a != nil), else returns a hold with a no-op span.
+func (o *observer) startHold(ctx context.Context, a *acquisition, name string, e core.AcquireEndEvent) *hold {
+	if a == nil {
+		return &hold{span: noSpan}
+	}
+	h := &a.hold
+	attrs := [...]attribute.KeyValue{
+		keyName.String(name), keyBackend.String(e.Backend), keyMode.String(e.Mode.String()), keyKeyHash.String(a.hash),
+		fenceAttr(e.Fence), keyHandoff.Bool(e.Handoff), keyTTL.Float64(a.ttl.Seconds()),
+		keyKey.String(e.Key),
+	}
+	n := len(attrs) - 1
+	if o.rawKeys {
+		n++
+	}
+	_, h.span = o.tracer.Start(trace.ContextWithSpan(ctx, a.parent), spanHold, internalKind,
+		trace.WithAttributes(attrs[:n]...))
 	return h
 }
 
