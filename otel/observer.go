@@ -233,16 +233,26 @@ func (o *observer) startHold(ctx context.Context, a *acquisition, name string, e
 }
 
 func (o *observer) Released(ctx context.Context, e core.ReleaseEvent) {
-	o.end(ctx, e.Data, e.LockInfo, e.Held, holdOutcome(e), e.Err)
+	o.end(ctx, holdEnd{data: e.Data, info: e.LockInfo, held: e.Held, outcome: holdOutcome(e), err: e.Err})
 }
 
 func (o *observer) Lost(e core.LostEvent) {
-	o.end(context.Background(), e.Data, e.LockInfo, e.Held, holdLost, e.Cause)
+	o.end(context.Background(), holdEnd{data: e.Data, info: e.LockInfo, held: e.Held, outcome: holdLost, err: e.Cause})
+}
+
+// holdEnd is how a hold ended, as Released or Lost reports it.
+type holdEnd struct {
+	data    any // the *hold AcquireEnd returned
+	info    core.LockInfo
+	held    time.Duration
+	outcome string
+	err     error
 }
 
 // end closes a hold once, whichever of Released and Lost reports it.
-func (o *observer) end(ctx context.Context, data any, li core.LockInfo, held time.Duration, outcome string, err error) {
-	h, _ := data.(*hold)
+func (o *observer) end(ctx context.Context, e holdEnd) {
+	li, held, outcome, err := e.info, e.held, e.outcome, e.err
+	h, _ := e.data.(*hold)
 	if h == nil || !h.ended.CompareAndSwap(false, true) {
 		return
 	}
