@@ -1,7 +1,6 @@
 package ginmw_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/fencedlock/fencedlock/core"
 	"github.com/fencedlock/fencedlock/ginmw"
+	"github.com/fencedlock/fencedlock/internal/testlog"
 	"github.com/gin-gonic/gin"
 )
 
@@ -247,22 +247,8 @@ func TestLock_statuses(t *testing.T) {
 	})
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink safe for the server's goroutines.
+type syncBuffer = testlog.Buffer
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 

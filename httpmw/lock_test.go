@@ -1,7 +1,6 @@
 package httpmw_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"github.com/fencedlock/fencedlock/core"
 	"github.com/fencedlock/fencedlock/httpmw"
 	"github.com/fencedlock/fencedlock/internal/redistest"
+	"github.com/fencedlock/fencedlock/internal/testlog"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -337,22 +337,7 @@ func withTimeout(h http.Handler, d time.Duration) http.Handler {
 }
 
 // syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testlog.Buffer
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
