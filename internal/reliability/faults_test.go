@@ -38,7 +38,23 @@ func jitter(max time.Duration) time.Duration {
 func TestPause_holderStoppedPastTTL(t *testing.T) {
 	w := base()
 	w.TTL, w.Auto, w.WatchLoss = 300*time.Millisecond, true, false
-	pause := func(r *run) {
+	pause := pauses(w.TTL)
+	ctrl := w
+	ctrl.Fence = false
+	runScenario(t, scenario{
+		Name:      "holder paused (SIGSTOP) past its TTL",
+		Unit:      "pauses",
+		Claims:    claims{Lock: true, Store: true},
+		Switched:  "fence",
+		Protected: spec{Workers: 3, Keys: []string{"coupon:1"}, Worker: w, Inject: pause},
+		Control:   spec{Workers: 3, Keys: []string{"coupon:1"}, Worker: ctrl, Inject: pause},
+	})
+}
+
+// pauses freezes a holder (SIGSTOP) a few ms after it acquired, at a
+// random moment of its critical section, for 1.5 ttl, and lets it go on.
+func pauses(ttl time.Duration) func(r *run) {
+	return func(r *run) {
 		for {
 			e, ok := r.nextAcq(5 * time.Millisecond)
 			if !ok {
@@ -50,7 +66,7 @@ func TestPause_holderStoppedPastTTL(t *testing.T) {
 			}
 			p.stop()
 			r.faults.Add(1)
-			time.Sleep(w.TTL * 3 / 2)
+			time.Sleep(ttl * 3 / 2)
 			p.cont()
 			if !r.sleep(150 * time.Millisecond) {
 				return
@@ -58,16 +74,6 @@ func TestPause_holderStoppedPastTTL(t *testing.T) {
 			r.drainAcqs()
 		}
 	}
-	ctrl := w
-	ctrl.Fence = false
-	runScenario(t, scenario{
-		Name:      "holder paused (SIGSTOP) past its TTL",
-		Unit:      "pauses",
-		Claims:    claims{Lock: true, Store: true},
-		Switched:  "fence",
-		Protected: spec{Workers: 3, Keys: []string{"coupon:1"}, Worker: w, Inject: pause},
-		Control:   spec{Workers: 3, Keys: []string{"coupon:1"}, Worker: ctrl, Inject: pause},
-	})
 }
 
 // TestPartition_holderCutOff cuts the holder's link to Redis (its proxy

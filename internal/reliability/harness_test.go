@@ -37,6 +37,7 @@ type spec struct {
 	Worker   workerConfig                 // template; ID, Redis, DB, MaxRun and Seed are filled in
 	Tweak    func(i int, w *workerConfig) // per-worker changes to the template
 	DB       string                       // "" for lockStore (PostgreSQL, else SQLite)
+	Limit    int                          // the permit witness's bound (the n holders are held to)
 	// Inject runs on the test goroutine until r.ctx ends and must heal
 	// whatever it broke before it returns.
 	Inject func(r *run)

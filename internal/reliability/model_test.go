@@ -35,6 +35,8 @@ type outcome struct {
 	LeftoverAtStop        int // lock keys in Redis right after the workers exited
 	Notes                 []string
 	Windows               int // fault windows merged into this outcome (negative controls)
+
+	familyCounts // shared holds and permits (family_check_test.go)
 }
 
 // checkTimeout bounds each porcupine search; histories here are mostly
@@ -183,7 +185,10 @@ func (r *run) check(o *outcome) {
 			}
 			o.Grants++
 			if debug() {
-				r.t.Logf("acquired w%d#%d at %d..%d fence %d", e.W, e.Seq, e.C/1e6%100000, e.R/1e6%100000, e.F)
+				r.t.Logf("acquired %s w%d#%d at %d..%d fence %d", e.Mode, e.W, e.Seq, e.C/1e6%100000, e.R/1e6%100000, e.F)
+			}
+			if e.Mode != "" {
+				continue // shared and permit holds: checkFamily
 			}
 			tenures[[2]int{e.W, e.Seq}] = &tenure{acq: e}
 			lockOps[e.Key] = append(lockOps[e.Key], porcupine.Operation{
@@ -194,6 +199,9 @@ func (r *run) check(o *outcome) {
 			}
 			if e.Res == "lost" || e.Res == "expired" {
 				o.Losses++
+			}
+			if e.Mode != "" {
+				continue
 			}
 			lockOps[e.Key] = append(lockOps[e.Key], porcupine.Operation{
 				ClientId: e.W, Input: lockIn{End: true, W: e.W, Seq: e.Seq, F: e.F}, Call: e.C, Return: e.R})
@@ -229,6 +237,7 @@ func (r *run) check(o *outcome) {
 	}
 	o.LockCheck = r.porcupine("lock", lockModel, lockOps)
 	o.StoreCheck = r.porcupine("store", storeModel, storeOps)
+	r.checkFamily(o, evs)
 	r.mu.Lock()
 	o.Notes = append(o.Notes, r.notes...)
 	r.mu.Unlock()

@@ -14,6 +14,8 @@ import (
 type claims struct {
 	Lock  bool // the fenced-mutex model: no acquisition inside another holder's tenure
 	Store bool // the fenced register: no lost update, no stale write accepted
+	RW    bool // the rw register: no read of a write in progress, no hold beside a writer
+	Limit int  // permits: never more than Limit holders (0: not claimed)
 }
 
 func (c claims) violations(o *outcome) int {
@@ -24,11 +26,12 @@ func (c claims) violations(o *outcome) int {
 	if c.Store {
 		n += o.LostUpdates + o.StaleAccepted
 	}
-	return n
+	return n + familyViolations(c, o)
 }
 
 func (c claims) illegal(o *outcome) bool {
-	return (c.Lock && o.LockCheck == porcupine.Illegal) || (c.Store && o.StoreCheck == porcupine.Illegal)
+	return (c.Lock && o.LockCheck == porcupine.Illegal) || (c.Store && o.StoreCheck == porcupine.Illegal) ||
+		(c.RW && o.RWCheck == porcupine.Illegal)
 }
 
 // scenario is a fault, the protection that must hold under it, and the
@@ -117,6 +120,7 @@ func merge(a, b *outcome) *outcome {
 	a.LockCheck = worse(a.LockCheck, b.LockCheck)
 	a.StoreCheck = worse(a.StoreCheck, b.StoreCheck)
 	a.Notes = append(a.Notes, b.Notes...)
+	a.add(b.familyCounts)
 	return a
 }
 
@@ -135,7 +139,7 @@ func ops(o *outcome) string {
 	if o.Steps > 0 {
 		s += fmt.Sprintf(", %d writes", o.Steps)
 	}
-	return s
+	return s + familyOps(o)
 }
 
 func describeViolations(c claims, o *outcome) string {
@@ -152,6 +156,7 @@ func describeViolations(c claims, o *outcome) string {
 	if c.Store && o.StaleAccepted > 0 {
 		parts = append(parts, plural(o.StaleAccepted, "stale write")+" accepted")
 	}
+	parts = append(parts, familyParts(c, o)...)
 	s := fmt.Sprint(c.violations(o))
 	if len(parts) > 0 {
 		s += " (" + strings.Join(parts, ", ") + ")"
@@ -182,6 +187,7 @@ func checks(c claims, o *outcome) string {
 	if c.Store || o.Steps > 0 {
 		parts = append(parts, "register model "+verdict(o.StoreCheck))
 	}
+	parts = append(parts, familyChecks(c, o)...)
 	if o.Refused > 0 {
 		parts = append(parts, fmt.Sprintf("%d stale writes refused by the fence", o.Refused))
 	}

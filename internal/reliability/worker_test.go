@@ -57,6 +57,14 @@ type workerConfig struct {
 	NaiveDeadline bool // time the lease from the reply, not from the send (with UntilDeadline)
 	NaiveRelease  bool // release with DEL, without comparing the owner token
 
+	// The lock family (family_worker_test.go): "" is the mutex with the
+	// SQL witness; "rw" and "permits" hold shared, exclusive or permit
+	// locks and work on a witness in Redis.
+	Family        string
+	ReadProb      float64 // rw: the share of acquisitions that read (Shared)
+	WritersShared bool    // rw control: writers take Shared() too
+	Permits       int     // permits: Permits(n)
+
 	// Faults a worker injects itself.
 	SleepProb  float64       // a step sleeps SleepFor, ignoring the loss notice (a simulated pause)
 	SleepFor   time.Duration //
@@ -80,6 +88,12 @@ type event struct {
 	Res  string `json:"res,omitempty"`
 	Read int64  `json:"read"`
 	Note string `json:"note,omitempty"`
+	// The lock family: the hold's mode ("" exclusive, "s" shared, "p<n>"),
+	// its role in the rw register (r, w), a read's second half, a write's value.
+	Mode  string `json:"m,omitempty"`
+	Role  string `json:"role,omitempty"`
+	Read2 int64  `json:"read2,omitempty"`
+	Val   int64  `json:"val,omitempty"`
 }
 
 // eventPrefix marks history lines on a worker's stdout; everything else
@@ -121,6 +135,12 @@ type worker struct {
 
 	outMu sync.Mutex
 	out   *bufio.Writer
+
+	// The current hold's kind, stamped on its acq and end events, and
+	// whether it has entered the permit witness.
+	mode, role string
+	entered    bool
+	stepN      int // rw writes so far, for unique values
 }
 
 func newWorker(t *testing.T, cfg workerConfig) *worker {
@@ -221,6 +241,9 @@ func (w *worker) close() {
 
 func (w *worker) emit(e event) {
 	e.W = w.cfg.ID
+	if e.K == "acq" || e.K == "end" {
+		e.Mode, e.Role = w.mode, w.role
+	}
 	b, err := json.Marshal(e)
 	if err != nil {
 		panic(err)
@@ -245,7 +268,7 @@ func (w *worker) run() {
 	for seq := 1; !w.stopping(); seq++ {
 		key := w.cfg.Keys[w.rng.IntN(len(w.cfg.Keys))]
 		c := mono()
-		l, err := w.client.Acquire(w.ctx, key, opts...)
+		l, err := w.client.Acquire(w.ctx, key, append(opts, w.familyOpts()...)...)
 		r := mono()
 		if err != nil {
 			res := "err"
@@ -330,6 +353,9 @@ func (w *worker) hold(seq int, key string, l *core.Lock, acqRet int64) {
 		w.emit(event{K: "end", Seq: seq, Key: key, C: min(monoOf(l.Deadline()), lo), R: lo, F: l.Fence(), Res: "lost"})
 		return
 	}
+	// The permit witness counts this holder until it leaves; leave before
+	// the permit is given back, or a successor would be counted beside it.
+	w.leave(seq, key, l)
 	dl := monoOf(l.Deadline())
 	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer rcancel()
@@ -378,9 +404,13 @@ func (w *worker) step(ctx context.Context, seq int, key string, l *core.Lock) {
 			time.Sleep(w.cfg.SleepFor) // deliberately deaf to the loss notice
 		}
 	}
-	if w.cfg.Fence {
+	switch {
+	case w.cfg.Family != "":
+		w.familyStep(ctx, seq, key, l, pause)
+		return
+	case w.cfg.Fence:
 		e.Res, e.Read = w.fencedStep(ctx, l, key, pause)
-	} else {
+	default:
 		e.Res, e.Read = w.plainStep(ctx, key, pause)
 	}
 	e.R = mono()
