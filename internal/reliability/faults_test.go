@@ -53,12 +53,18 @@ func TestPause_holderStoppedPastTTL(t *testing.T) {
 
 // pauses freezes a holder (SIGSTOP) a few ms after it acquired, at a
 // random moment of its critical section, for 1.5 ttl, and lets it go on.
-func pauses(ttl time.Duration) func(r *run) {
+func pauses(ttl time.Duration) func(r *run) { return pausesOf(ttl, "") }
+
+// pausesOf pauses only holders in role ("" any; the rw register's r or w).
+func pausesOf(ttl time.Duration, role string) func(r *run) {
 	return func(r *run) {
 		for {
 			e, ok := r.nextAcq(5 * time.Millisecond)
 			if !ok {
 				return
+			}
+			if role != "" && e.Role != role {
+				continue
 			}
 			p := r.procs[e.W]
 			if !r.sleep(jitter(15 * time.Millisecond)) {

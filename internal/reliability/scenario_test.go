@@ -207,10 +207,14 @@ func controlNotes(o *outcome) string {
 }
 
 func refused(o *outcome) string {
+	s := ""
 	if o.Refused > 0 {
-		return fmt.Sprintf(", %d refused by the fence", o.Refused)
+		s = fmt.Sprintf(", %d refused by the fence", o.Refused)
 	}
-	return ""
+	if o.StaleReads+o.StaleWrites+o.Partial > 0 {
+		s += fmt.Sprintf(", %d reads and %d writes refused by the register's fence, %d half-written", o.StaleReads, o.StaleWrites, o.Partial)
+	}
+	return s
 }
 
 func windows(o *outcome) string {
