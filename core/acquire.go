@@ -77,14 +77,17 @@ func (a *acquisition) contend(ctx context.Context) (l *Lock, err error) {
 	// One token for every attempt: a retry that finds it holds the lock is
 	// our own earlier attempt that landed.
 	h := a.hold(newToken())
-	n := &notices{ch: make(chan struct{}, 1)}
+	n := a.newNotices(ctx, h.Token)
 	defer n.stop()
 	defer func() {
-		if l == nil && h.Claimed {
-			a.c.undoAcquire(h, a.cfg) // withdraw the writer's claim
+		if l == nil && (h.Claimed || h.QueueFor > 0) {
+			a.c.undoAcquire(h, a.cfg) // withdraw the writer's claim, leave the queue
 		}
 	}()
 	for {
+		if n.qb != nil {
+			h.QueueFor = a.entryLife()
+		}
 		g, sent, err := a.attempt(ctx, h)
 		if err != nil {
 			return nil, err
@@ -107,6 +110,11 @@ func (a *acquisition) contend(ctx context.Context) (l *Lock, err error) {
 		}
 		if err := a.pause(ctx, n, g.HolderTTL); err != nil {
 			return nil, err
+		}
+		if n.granted != nil {
+			l := a.grantedLock(h.Token, *n.granted, n.grantedAt)
+			h.QueueFor = 0 // granted: nothing to undo
+			return l, nil
 		}
 	}
 }
@@ -152,6 +160,40 @@ type notices struct {
 	unsub     func()
 	woken     bool // the last pause ended with a notice
 	lostRaces int  // attempts after a notice that found the lock taken again
+
+	// a request queued in the store (queue_remote.go)
+	qb        QueueBackend
+	token     string
+	mine      chan QueueNotice   // buffered(1): the grant to this request
+	other     chan time.Duration // buffered(1): a grant to another waiter, its lease
+	granted   *QueueNotice       // set by pause when the grant arrived
+	grantedAt time.Time
+}
+
+// newNotices prepares the subscription of a contender for token. A request
+// that queues in the store subscribes before its first attempt when the
+// channel is subscribed already (no extra wait), so a grant right after
+// its attempt is not missed and no second attempt is needed.
+func (a *acquisition) newNotices(ctx context.Context, token string) *notices {
+	n := &notices{ch: make(chan struct{}, 1)}
+	if n.qb = a.queueBackend(); n.qb == nil {
+		return n
+	}
+	n.token = token
+	n.mine, n.other = make(chan QueueNotice, 1), make(chan time.Duration, 1)
+	if n.qb.Listening(a.keys) {
+		if u, err := n.subscribe(ctx, a.c.b, a.keys); err == nil {
+			n.unsub = u
+		}
+	}
+	return n
+}
+
+func (n *notices) subscribe(ctx context.Context, b Backend, keys Keys) (func(), error) {
+	if n.qb == nil {
+		return b.Subscribe(ctx, keys, n.notify)
+	}
+	return n.qb.SubscribeQueued(ctx, keys, n.token, n.notify, n.grant)
 }
 
 func (n *notices) notify() {
@@ -159,6 +201,21 @@ func (n *notices) notify() {
 	case n.ch <- struct{}{}:
 	default:
 	}
+}
+
+func (n *notices) grant(qn QueueNotice) {
+	if qn.Mine {
+		select {
+		case n.mine <- qn:
+		default:
+		}
+		return
+	}
+	select {
+	case <-n.other: // keep the latest
+	default:
+	}
+	n.other <- qn.Lease
 }
 
 func (n *notices) stop() {
@@ -179,7 +236,7 @@ func (a *acquisition) pause(ctx context.Context, n *notices, holderTTL time.Dura
 	n.woken = false
 	if n.unsub == nil {
 		sctx, cancel := context.WithTimeout(ctx, wait)
-		u, err := c.b.Subscribe(sctx, a.keys, n.notify)
+		u, err := n.subscribe(sctx, c.b, a.keys)
 		cancel()
 		switch {
 		case err == nil:
@@ -193,25 +250,20 @@ func (a *acquisition) pause(ctx context.Context, n *notices, holderTTL time.Dura
 		// No subscription (slow or failing pub/sub): the lease timer below
 		// still bounds the wait.
 	}
-	t := c.clk.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-n.ch:
-		n.woken = true
-	case <-t.C():
-		return nil
-	case <-ctx.Done():
-		return notAcquired(holderTTL, a.stats.attempts, ctx.Err())
-	case <-c.closeCh:
-		return ErrClosed
+	if err := a.waitNotice(ctx, n, wait); errors.Is(err, ErrClosed) {
+		return err
+	} else if err != nil {
+		return notAcquired(holderTTL, a.stats.attempts, err)
 	}
 	// Every process waiting on the key got the same notice, in the order
 	// the server keeps its subscribers: without a random spread the first
 	// subscriber would win every time. The spread shrinks with the races
 	// this waiter already lost, so the longest-waiting process tends to go
 	// first. Shared and permit requests skip it: a release frees room for
-	// one of them at least, and a pause would leave that room idle.
-	if a.cfg.mode != Exclusive {
+	// one of them at least, and a pause would leave that room idle. So do
+	// queued requests: they are woken by a plain notice only when the
+	// store queue was empty.
+	if !n.woken || a.cfg.mode != Exclusive || n.qb != nil {
 		return nil
 	}
 	j := time.Duration(rand.Int64N(int64(noticeSpread) / int64(1+n.lostRaces)))
@@ -219,6 +271,39 @@ func (a *acquisition) pause(ctx context.Context, n *notices, holderTTL time.Dura
 		return notAcquired(holderTTL, a.stats.attempts, err)
 	}
 	return nil
+}
+
+// waitNotice waits up to wait for a notice. A grant to this request ends the
+// wait with n.granted set; a grant to another queued waiter moves the
+// timer to the end of that grant's short lease (plus a little), when this
+// waiter checks whether the grantee confirmed or the key is free again.
+func (a *acquisition) waitNotice(ctx context.Context, n *notices, wait time.Duration) error {
+	c := a.c
+	t := c.clk.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ch:
+			n.woken = true
+			return nil
+		case qn := <-n.mine:
+			n.granted, n.grantedAt = &qn, c.clk.Now()
+			return nil
+		case lease := <-n.other:
+			d := lease + grantSlack
+			if !a.until.IsZero() {
+				d = min(d, a.until.Sub(c.clk.Now()))
+			}
+			t.Stop()
+			t.Reset(max(d, 0))
+		case <-t.C():
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.closeCh:
+			return ErrClosed
+		}
+	}
 }
 
 // contendNative lets a backend that queues waiters itself do the waiting.

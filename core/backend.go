@@ -76,6 +76,16 @@ type Hold struct {
 	// whose claim was recorded: a grant to it, or a Release of it, withdraws
 	// the claim.
 	Queue, Claimed bool
+
+	// QueueFor, when non-zero, asks a QueueBackend to queue a refused
+	// exclusive request in the store for that long (or renew its entry),
+	// so that a release grants it the lock (Grant.Queued).
+	QueueFor time.Duration
+	// GrantLease is, in a Release of an exclusive hold, the lease of a hold
+	// the release grants to the head of the store's queue: short, so that
+	// a waiter that does not confirm its grant (crashed, paused) blocks
+	// the key no longer than that.
+	GrantLease time.Duration
 }
 
 // Grant is the answer of Backend.Acquire and Backend.Handoff.
@@ -94,6 +104,9 @@ type Grant struct {
 	// Claimed: a refused exclusive request's claim was recorded (see
 	// Hold.Queue).
 	Claimed bool
+	// Queued: a refused request joined (or renewed its place in) the
+	// store's queue (see Hold.QueueFor).
+	Queued bool
 }
 
 // Released is what Backend.Release reports besides an error.
@@ -103,6 +116,9 @@ type Released struct {
 	// subscriber). After a run of local hand-offs the Client then lets its
 	// own next waiter stand back briefly, so those waiters get their turn.
 	RemoteWaiters bool
+	// Granted: the release handed the lock to the head of the store's
+	// queue (a QueueBackend).
+	Granted bool
 }
 
 // RefreshRequest asks to renew one lease.

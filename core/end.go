@@ -139,7 +139,7 @@ func (c *Client) release(ctx context.Context, l *Lock) error {
 	}
 	// On a transport error the lease may still run in the backend; it
 	// expires there on its own. Locally the lock is over either way.
-	c.end(l, ending{ctx: ctx, yield: r.RemoteWaiters, err: err})
+	c.end(l, ending{ctx: ctx, yield: r.RemoteWaiters && !r.Granted, err: err})
 	return err
 }
 

@@ -27,6 +27,11 @@ type Keys struct {
 	// waiting writers that new shared holds queue behind.
 	Leases string
 	Claims string
+	// Waiters of every Client queued in Redis for an exclusive hold: Queue
+	// lists their tokens in arrival order, QueueDeadlines holds each
+	// entry's end (a waiter that died falls out).
+	Queue          string
+	QueueDeadlines string
 }
 
 // ValidateKey reports whether key may be locked: non-empty, at most
@@ -61,7 +66,8 @@ func backendKeys(prefix, key string) Keys {
 		tag = escapeKey(key)
 	}
 	base := prefix + "{" + tag + "}"
-	return Keys{Prefix: prefix, Tag: tag, Lock: base, Fence: base + ":f", Channel: base + ":r", Leases: base + ":e", Claims: base + ":w"}
+	return Keys{Prefix: prefix, Tag: tag, Lock: base, Fence: base + ":f", Channel: base + ":r", Leases: base + ":e", Claims: base + ":w",
+		Queue: base + ":q", QueueDeadlines: base + ":qd"}
 }
 
 // KeysFor returns the backend keys the Client uses for key under prefix (for

@@ -31,7 +31,10 @@ type Lock struct {
 	cfg     config
 	start   time.Time // when the acquiring command was sent (Client clock)
 	handoff bool
-	data    any // observer state
+	// confirmBy: a hold granted from the store queue (queue_remote.go) is
+	// confirmed by a renewal at this time, watchdog or not; zero otherwise.
+	confirmBy time.Time
+	data      any // observer state
 	done    chan struct{}
 
 	mu        sync.Mutex
@@ -167,7 +170,8 @@ func (l *Lock) afterEnd(f func()) (stop func()) {
 }
 
 func (l *Lock) hold() Hold {
-	return Hold{Keys: l.keys, Token: l.token, Fence: l.fence, Mode: l.cfg.mode, Permits: l.cfg.permits}
+	return Hold{Keys: l.keys, Token: l.token, Fence: l.fence, Mode: l.cfg.mode, Permits: l.cfg.permits,
+		GrantLease: min(l.cfg.grantLease, l.cfg.ttl)}
 }
 
 // Mode returns the kind of hold: Exclusive, SharedMode or PermitMode.

@@ -70,6 +70,9 @@ type redisBackend struct {
 	// write that grants or extends a lease.
 	ackReplicas int
 	ackTimeout  time.Duration
+
+	// noQueue: a Redlock node; Redlock does not queue waiters in the store.
+	noQueue bool
 }
 
 // NewRedisBackend returns the Backend for one Redis deployment: a standalone
@@ -135,12 +138,16 @@ func (b *redisBackend) Acquire(ctx context.Context, h Hold, ttl time.Duration) (
 func acquireArgs(h Hold, ttl time.Duration) ([]string, []any) {
 	keys := []string{h.Keys.Lock, h.Keys.Fence, h.Keys.Leases, h.Keys.Claims}
 	args := []any{h.Token, ms(ttl), fenceTTL(ttl)}
-	if h.Queue || h.Claimed {
+	if h.Queue || h.Claimed || h.QueueFor > 0 {
 		claimed := ""
 		if h.Claimed {
 			claimed = "1"
 		}
 		args = append(args, "", ms(claimTTL(ttl)), claimed)
+	}
+	if h.QueueFor > 0 {
+		keys = append(keys, h.Keys.Queue, h.Keys.QueueDeadlines)
+		args = append(args, ms(h.QueueFor))
 	}
 	return keys, args
 }
@@ -173,13 +180,13 @@ func (b *redisBackend) runHandoff(ctx context.Context, from Hold, to string, ttl
 }
 
 func grantFrom(res []int64) (Grant, error) {
-	if len(res) < 2 || len(res) > 3 {
+	if len(res) < 2 || len(res) > 4 {
 		return Grant{}, Unavailable(fmt.Errorf("unexpected script reply %v", res))
 	}
 	if res[0] == 1 {
 		return Grant{Acquired: true, Fence: uint64(res[1])}, nil
 	}
-	g := Grant{Claimed: len(res) == 3 && res[2] == 1}
+	g := Grant{Claimed: len(res) >= 3 && res[2] == 1, Queued: len(res) == 4 && res[3] == 1}
 	if res[1] > 0 {
 		g.HolderTTL = time.Duration(res[1]) * time.Millisecond
 	}
@@ -205,17 +212,20 @@ func (b *redisBackend) Release(ctx context.Context, h Hold) (Released, error) {
 	if err != nil {
 		return Released{}, redisErr(ctx, err)
 	}
-	if n == -1 {
+	var granted bool
+	switch {
+	case n == -1:
 		return Released{}, nil
-	}
-	if n < 1 {
+	case n <= -2:
+		granted, n = true, -n-1 // the notice named the queue's head
+	case n < 1:
 		return Released{}, ErrNotHeld
 	}
 	receivers := n - 1
 	if b.subs.has(h.Keys.Channel) {
 		receivers--
 	}
-	return Released{RemoteWaiters: receivers > 0}, nil
+	return Released{RemoteWaiters: receivers > 0, Granted: granted}, nil
 }
 
 func (b *redisBackend) Refresh(ctx context.Context, reqs []RefreshRequest) []error {

@@ -56,18 +56,31 @@ func sharedGrant(ctx context.Context, c *redis.Cmd, h Hold) (Grant, error) {
 func (b *redisBackend) releaseArgs(h Hold) ([]string, []any) {
 	keys := []string{h.Keys.Lock, h.Keys.Channel, h.Keys.Fence}
 	args := []any{h.Token, b.publishCmd()}
-	if h.Mode == Exclusive && !h.Claimed {
-		if h.Fence > 0 {
-			args = append(args, strconv.FormatUint(h.Fence, 10))
-		}
-		return keys, args
-	}
 	fence, claimed := "", ""
 	if h.Fence > 0 {
 		fence = strconv.FormatUint(h.Fence, 10)
 	}
 	if h.Claimed {
 		claimed = "1"
+	}
+	if h.Mode == Exclusive && b.queues() {
+		// the queue: a release grants the lock to its head
+		leaving := ""
+		if h.QueueFor > 0 {
+			leaving = "1"
+		}
+		lease := h.GrantLease
+		if lease <= 0 {
+			lease = DefaultGrantLease
+		}
+		keys = append(keys, h.Keys.Leases, h.Keys.Claims, h.Keys.Queue, h.Keys.QueueDeadlines)
+		return keys, append(args, fence, claimed, ms(lease), fenceTTL(lease), leaving)
+	}
+	if h.Mode == Exclusive && !h.Claimed {
+		if h.Fence > 0 {
+			args = append(args, fence)
+		}
+		return keys, args
 	}
 	return append(keys, h.Keys.Leases, h.Keys.Claims), append(args, fence, claimed)
 }

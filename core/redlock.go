@@ -111,7 +111,9 @@ func newRedlockBackend(nodes []redis.UniversalClient, cfg config) *redlockBacken
 		if rdb == nil {
 			panic("core: NewRedlock with a nil node client")
 		}
-		b.nodes = append(b.nodes, newRedisBackend(rdb, cfg.redis))
+		node := newRedisBackend(rdb, cfg.redis)
+		node.noQueue = true
+		b.nodes = append(b.nodes, node)
 		b.all = append(b.all, i)
 	}
 	if b.quorum <= len(nodes)/2 || b.quorum > len(nodes) {

@@ -191,9 +191,12 @@ func TestWaiter_doesNotPoll(t *testing.T) {
 	if calls["subscribe"] != 1 || scripts != 2 {
 		t.Errorf("while waiting 1 s: %v; want one SUBSCRIBE and two acquire scripts (before and after subscribing)", calls)
 	}
-	// Commands the scripts run count too (SET NX, GET, PTTL per attempt),
-	// and HELLO once per new connection (the pool's and the subscription's).
-	limit := map[string]int{"subscribe": 1, "evalsha": 2, "eval": 2, "set": 2, "get": 2, "pttl": 2, "hello": 2, "config|resetstat": 1, "info": 1}
+	// Commands the scripts run count too (SET NX, GET, PTTL per attempt;
+	// joining the store queue or renewing the entry: TIME, HSET, PTTL and
+	// two PEXPIRE, RPUSH the first time), and HELLO once per new connection
+	// (the pool's and the subscription's).
+	limit := map[string]int{"subscribe": 1, "evalsha": 2, "eval": 2, "set": 2, "get": 2, "pttl": 4, "hello": 2,
+		"config|resetstat": 1, "info": 1, "time": 2, "hset": 2, "rpush": 1, "pexpire": 4}
 	for cmd, n := range calls {
 		if n > limit[cmd] {
 			t.Errorf("while waiting 1 s: %d × %s (at most %d)", n, cmd, limit[cmd])
@@ -209,5 +212,12 @@ func TestWaiter_doesNotPoll(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the waiter did not get the lock after the release")
+	}
+	// The release granted the lock to the queued waiter: one INCR (the
+	// grant's fence) and no third acquire attempt (two SET NX, one SET of
+	// the grant).
+	calls = commandCalls(t, admin)
+	if calls["incr"] != 1 || calls["set"] != 3 {
+		t.Errorf("after the hand-off: %v; want the release to grant (1 INCR) and no acquire of the waiter's own (3 SET)", calls)
 	}
 }

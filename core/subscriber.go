@@ -54,7 +54,14 @@ type subEntry struct {
 	linger    *time.Timer
 }
 
-type listener struct{ fn func() }
+// listener is one waiter's interest in a channel: fn for plain notices;
+// for a waiter queued in the store (queue_remote.go) also grant, for grant
+// notices, and id, the hash of its token that names it in them.
+type listener struct {
+	fn    func()
+	id    string
+	grant func(QueueNotice)
+}
 
 func newSubscriber(rdb redis.UniversalClient, sharded bool) *subscriber {
 	s := &subscriber{
@@ -132,7 +139,10 @@ func (s *subscriber) send(ctx context.Context, c *subConn, ch string, sub bool) 
 }
 
 func (s *subscriber) subscribe(ctx context.Context, ch string, fn func()) (func(), error) {
-	l := &listener{fn: fn}
+	return s.listen(ctx, ch, &listener{fn: fn})
+}
+
+func (s *subscriber) listen(ctx context.Context, ch string, l *listener) (func(), error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -207,7 +217,7 @@ func (s *subscriber) loop(c *subConn, msgs <-chan any) {
 	for m := range msgs {
 		switch m := m.(type) {
 		case *redis.Message:
-			s.fire(m.Channel)
+			s.fire(m.Channel, m.Payload)
 		case *redis.Subscription:
 			switch m.Kind {
 			case "subscribe", "ssubscribe":
@@ -256,7 +266,7 @@ func (s *subscriber) confirmed(ch string) {
 	// reconnected and subscribed again, or the channel moved to another
 	// primary: notices may have been lost in the gap, so wake the
 	// listeners to look for themselves.
-	s.fire(ch)
+	s.fire(ch, "")
 }
 
 // unsubscribed handles an unsubscribe confirmation. Ours (a channel whose
@@ -279,7 +289,7 @@ func (s *subscriber) unsubscribed(c *subConn, ch string) {
 	s.loopWG.Add(2)
 	go func() {
 		defer s.loopWG.Done()
-		s.fire(ch)
+		s.fire(ch, "")
 	}()
 	go func() {
 		defer s.loopWG.Done()
@@ -363,18 +373,39 @@ func (s *subscriber) resubscribe(ctx context.Context, ch string, e *subEntry) bo
 	return true
 }
 
-func (s *subscriber) fire(ch string) {
+// fire passes a notice to ch's listeners. A grant notice (see
+// parseGrant) wakes no one for a retry: the lock went to the waiter it
+// names, and the other queued waiters only learn how long that grant's
+// lease is. Any other notice (payload "" after a possible loss of notices)
+// wakes every listener.
+func (s *subscriber) fire(ch, payload string) {
+	id, qn, isGrant := parseGrant(payload)
 	s.mu.Lock()
 	e := s.chans[ch]
 	var fns []func()
+	type grantCall struct {
+		fn func(QueueNotice)
+		n  QueueNotice
+	}
+	var grants []grantCall
 	if e != nil {
 		for l := range e.listeners {
-			fns = append(fns, l.fn)
+			switch {
+			case !isGrant:
+				fns = append(fns, l.fn)
+			case l.grant != nil:
+				n := qn
+				n.Mine = l.id == id
+				grants = append(grants, grantCall{l.grant, n})
+			}
 		}
 	}
 	s.mu.Unlock()
 	for _, fn := range fns {
 		fn()
+	}
+	for _, g := range grants {
+		g.fn(g.n)
 	}
 }
 

@@ -10,8 +10,12 @@
 -- record this waiting writer's claim so new shared holds queue behind it;
 -- ARGV[6] (optional) '1' when an earlier attempt recorded a claim, which a
 -- grant withdraws.
--- Returns {1, fence} when acquired, {0, holder pttl, claimed} when held
--- elsewhere.
+-- KEYS[5] waiters' queue (list of tokens), KEYS[6] their deadlines (hash
+-- token -> ms); ARGV[7] (optional) queue entry life ms: a request refused
+-- by an exclusive holder joins the queue (or renews its entry), and a
+-- release grants the lock to the queue's head (release.lua).
+-- Returns {1, fence} when acquired, {0, holder pttl, claimed, queued} when
+-- held elsewhere.
 local function grant()
   -- INCR keeps the counter's TTL, which is set only when the counter is
   -- (re)created: a counter lives ARGV[3] ms at most, so idle keys leave
@@ -30,6 +34,9 @@ local function grant()
   if ARGV[6] == '1' and KEYS[4] then
     redis.call('ZREM', KEYS[4], ARGV[1])
   end
+  if ARGV[7] and redis.call('HDEL', KEYS[6], ARGV[1]) == 1 then
+    redis.call('LREM', KEYS[5], 1, ARGV[1]) -- queued earlier: leave
+  end
   return {1, n}
 end
 
@@ -44,7 +51,23 @@ if v == ARGV[1] then
   return {1, tonumber(redis.call('GET', KEYS[2]) or '0')}
 end
 if type(v) ~= 'table' or not KEYS[4] then
-  return {0, redis.call('PTTL', KEYS[1]), 0}
+  local pttl = redis.call('PTTL', KEYS[1])
+  if not ARGV[7] or v == false then
+    return {0, pttl, 0, 0}
+  end
+  -- Join the queue behind the holder, or renew this request's entry. The
+  -- entry's deadline lets a waiter that died fall out.
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local life = tonumber(ARGV[7])
+  if redis.call('HSET', KEYS[6], ARGV[1], now + life) == 1 then
+    redis.call('RPUSH', KEYS[5], ARGV[1])
+  end
+  if redis.call('PTTL', KEYS[5]) < life then
+    redis.call('PEXPIRE', KEYS[5], life)
+    redis.call('PEXPIRE', KEYS[6], life)
+  end
+  return {0, pttl, 0, 1}
 end
 -- A hash: shared or permit holders. Drop those whose own lease ended; if
 -- none is left the key is free.

@@ -1,28 +1,74 @@
 -- Release: compare the owner token, delete, notify waiters. One round trip.
 -- KEYS[1] lock key, KEYS[2] release channel, KEYS[3] fence counter;
 -- KEYS[4] holder leases, KEYS[5] writers' claims (optional: shared and
--- permit holds, see acquire_shared.lua)
+-- permit holds, see acquire_shared.lua); KEYS[6] waiters' queue, KEYS[7]
+-- their deadlines (optional: see acquire.lua)
 -- ARGV[1] owner token, ARGV[2] publish command (PUBLISH or SPUBLISH),
 -- ARGV[3] (optional, '' for none) the hold's fence,
--- ARGV[4] (optional) '1' to withdraw this token's writer claim
--- Returns 1 + the number of subscribers that received the notice; -1 when
--- the key is gone but the fence counter still stands at our fence (no one
--- acquired after us: a re-sent release whose first send landed); 0 when
--- the token does not hold the lock.
+-- ARGV[4] (optional) '1' to withdraw this token's writer claim,
+-- ARGV[5] (with the queue) the lease ms of a hold granted to the queue's
+-- head, ARGV[6] fence counter ms, ARGV[7] '1' when the token leaves the
+-- queue (a waiter that gave up)
+-- Returns 1 + the number of subscribers that received the notice; -2 - that
+-- number when the lock went to the queue's head; -1 when the key is gone but
+-- the fence counter still stands at our fence (no one acquired after us: a
+-- re-sent release whose first send landed); 0 when the token does not hold
+-- the lock.
+if ARGV[7] == '1' and redis.call('HDEL', KEYS[7], ARGV[1]) == 1 then
+  redis.call('LREM', KEYS[6], 1, ARGV[1])
+end
 if ARGV[4] == '1' and KEYS[5] and redis.call('ZREM', KEYS[5], ARGV[1]) == 1 then
   -- readers held back by the claim may go now
   redis.call(ARGV[2], KEYS[2], '1')
 end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Hand the lock to the first live waiter of the queue: its token, a new
+-- fence, a short lease its first renewal extends; the notice names it
+-- (by a hash of its token) with the fence and the lease.
+local function grant_next()
+  local now
+  while true do
+    local tok = redis.call('LPOP', KEYS[6])
+    if not tok then
+      return nil
+    end
+    now = now or now_ms()
+    local d = tonumber(redis.call('HGET', KEYS[7], tok) or '0')
+    redis.call('HDEL', KEYS[7], tok)
+    if d > now then
+      redis.call('SET', KEYS[1], tok, 'PX', ARGV[5])
+      local n = redis.call('INCR', KEYS[3])
+      if n == 1 then
+        local t = redis.call('TIME')
+        n = tonumber(t[1]) * 1000000 + tonumber(t[2])
+        redis.call('SET', KEYS[3], string.format('%.0f', n), 'PX', ARGV[6])
+      end
+      local msg = 'g ' .. redis.sha1hex(tok) .. ' ' .. string.format('%.0f', n) .. ' ' .. ARGV[5]
+      return -2 - redis.call(ARGV[2], KEYS[2], msg)
+    end
+  end
+end
+
 local v = redis.pcall('GET', KEYS[1])
 if v == ARGV[1] then
   redis.call('DEL', KEYS[1])
+  if KEYS[6] then
+    local g = grant_next()
+    if g then
+      return g
+    end
+  end
   return 1 + redis.call(ARGV[2], KEYS[2], '1')
 end
 if type(v) == 'table' and KEYS[4] and redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
   -- one shared or permit hold ends; the keys live on with the others
   redis.call('ZREM', KEYS[4], ARGV[1])
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now = now_ms()
   local dead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)
   if #dead > 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
