@@ -35,7 +35,7 @@ type Lock struct {
 	// confirmed by a renewal at this time, watchdog or not; zero otherwise.
 	confirmBy time.Time
 	data      any // observer state
-	done    chan struct{}
+	done      chan struct{}
 
 	mu        sync.Mutex
 	state     lockState
