@@ -465,3 +465,43 @@ func TestMiddleware_largeAnswer_sentNotStored(t *testing.T) {
 		t.Fatalf("runs = %d, want 2 (not stored)", runs.Load())
 	}
 }
+
+// A handler that gives up when its client goes away (it returns without an
+// answer, or with a client-error status) stores nothing: the retry runs it
+// again and gets a fresh answer.
+func TestMiddleware_clientGone_failureNotStored(t *testing.T) {
+	for _, name := range []string{"no answer", "499"} {
+		t.Run(name, func(t *testing.T) {
+			fx := newFixture(t)
+			var runs atomic.Int64
+			gaveUp := make(chan struct{}, 1)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if runs.Add(1) > 1 {
+					w.WriteHeader(http.StatusCreated)
+					_, _ = io.WriteString(w, "charged")
+					return
+				}
+				<-r.Context().Done() // the provider call is abandoned with the client
+				if name == "499" {
+					w.WriteHeader(499)
+				}
+				gaveUp <- struct{}{}
+			})
+			ts := serve(t, fx.client(), fx.store, h)
+			if r := post(context.Background(), ownClient(t, 100*time.Millisecond), ts.URL+"/charges", "g1", "x"); r.err == nil {
+				t.Fatalf("first attempt answered %+v before the client gave up", r)
+			}
+			<-gaveUp
+			var r reply
+			for range 50 { // the first attempt releases the lock after it returns
+				if r = post(context.Background(), ts.Client(), ts.URL+"/charges", "g1", "x"); r.status != http.StatusConflict {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if r.status != http.StatusCreated || r.body != "charged" || r.replayed || runs.Load() != 2 {
+				t.Fatalf("retry: %+v after %d runs; want a fresh 201 from a second run", r, runs.Load())
+			}
+		})
+	}
+}
