@@ -531,20 +531,7 @@ func TestMiddleware_storedAnswer_headersAndRetention(t *testing.T) {
 				_, _ = io.WriteString(w, `{"id":"ch_1"}`)
 			})
 			ts := serve(t, fx.client(), fx.store, h, c.opts...)
-			send := func() *http.Response {
-				req, _ := http.NewRequest("POST", ts.URL+"/charges", strings.NewReader("x"))
-				req.Header.Set("Idempotency-Key", "h1")
-				resp, err := ts.Client().Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusAccepted || string(b) != `{"id":"ch_1"}` {
-					t.Fatalf("answer %d %q", resp.StatusCode, b)
-				}
-				return resp
-			}
+			send := func() *http.Response { return sendAccepted(t, ts, "h1") }
 			if first := send(); first.Header.Get("X-Trace") != "t-1" || first.Header.Get(idempotency.ReplayedHeader) != "" {
 				t.Fatalf("first answer lacks the handler's headers or is marked replayed: %v", first.Header)
 			}
@@ -627,4 +614,22 @@ func TestMiddleware_duplicate_waitBoundThen409(t *testing.T) {
 	if r := <-first; r.status != http.StatusOK || runs.Load() != 1 {
 		t.Fatalf("first: %+v after %d runs", r, runs.Load())
 	}
+}
+
+// sendAccepted posts key to ts and checks the 202 answer of
+// TestMiddleware_storedAnswer_headersAndRetention.
+func sendAccepted(t *testing.T, ts *httptest.Server, key string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("POST", ts.URL+"/charges", strings.NewReader("x"))
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted || string(b) != `{"id":"ch_1"}` {
+		t.Fatalf("answer %d %q", resp.StatusCode, b)
+	}
+	return resp
 }

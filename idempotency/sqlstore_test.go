@@ -37,7 +37,11 @@ type sqlFixture struct {
 }
 
 func eachSQL(t *testing.T, fn func(t *testing.T, sf *sqlFixture)) {
-	for _, name := range []string{"sqlite", "postgres"} {
+	onSQL(t, []string{"sqlite", "postgres"}, fn)
+}
+
+func onSQL(t *testing.T, names []string, fn func(t *testing.T, sf *sqlFixture)) {
+	for _, name := range names {
 		t.Run(name, func(t *testing.T) { fn(t, openSQL(t, name)) })
 	}
 }
