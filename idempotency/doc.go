@@ -33,7 +33,8 @@
 //
 // Nothing is stored when the handler panics (the panic goes on), answers a
 // server error (5xx; WithStoreServerErrors stores those too), or the client
-// went away and the handler did not succeed; the claim is released with the
+// went away and the handler did not succeed (it answered 400 or more, or
+// returned without writing anything); the claim is released with the
 // lock and a retry runs the handler again. A success whose client went away
 // is stored: its effect happened, and the retry must see it.
 //

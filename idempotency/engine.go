@@ -36,9 +36,9 @@ type Result struct {
 	// ServerError marks a server fault (HTTP 5xx, gRPC Internal, ...):
 	// stored only with WithStoreServerErrors.
 	ServerError bool
-	// Succeeded marks a success (HTTP below 400, gRPC OK): the effect
-	// happened, so it is stored even when the client has gone away and a
-	// retry must find it.
+	// Succeeded marks a success (HTTP below 400 written by the handler,
+	// gRPC OK): the effect happened, so it is stored even when the client
+	// has gone away and a retry must find it.
 	Succeeded bool
 }
 

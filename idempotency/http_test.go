@@ -465,3 +465,171 @@ func TestMiddleware_largeAnswer_sentNotStored(t *testing.T) {
 		t.Fatalf("runs = %d, want 2 (not stored)", runs.Load())
 	}
 }
+
+// A handler that gives up when its client goes away (it returns without an
+// answer, or with a client-error status) stores nothing: the retry runs it
+// again and gets a fresh answer.
+func TestMiddleware_clientGone_failureNotStored(t *testing.T) {
+	for _, name := range []string{"no answer", "499"} {
+		t.Run(name, func(t *testing.T) {
+			fx := newFixture(t)
+			var runs atomic.Int64
+			gaveUp := make(chan struct{}, 1)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if runs.Add(1) > 1 {
+					w.WriteHeader(http.StatusCreated)
+					_, _ = io.WriteString(w, "charged")
+					return
+				}
+				<-r.Context().Done() // the provider call is abandoned with the client
+				if name == "499" {
+					w.WriteHeader(499)
+				}
+				gaveUp <- struct{}{}
+			})
+			ts := serve(t, fx.client(), fx.store, h)
+			if r := post(context.Background(), ownClient(t, 100*time.Millisecond), ts.URL+"/charges", "g1", "x"); r.err == nil {
+				t.Fatalf("first attempt answered %+v before the client gave up", r)
+			}
+			<-gaveUp
+			var r reply
+			for range 50 { // the first attempt releases the lock after it returns
+				if r = post(context.Background(), ts.Client(), ts.URL+"/charges", "g1", "x"); r.status != http.StatusConflict {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if r.status != http.StatusCreated || r.body != "charged" || r.replayed || runs.Load() != 2 {
+				t.Fatalf("retry: %+v after %d runs; want a fresh 201 from a second run", r, runs.Load())
+			}
+		})
+	}
+}
+
+// What is stored: the status, the selected headers (default Content-Type
+// and Location) and the body, kept for the retention (default 24h).
+func TestMiddleware_storedAnswer_headersAndRetention(t *testing.T) {
+	cases := []struct {
+		name      string
+		opts      []idempotency.Option
+		kept      []string
+		dropped   []string
+		retention time.Duration
+	}{
+		{"defaults", nil, []string{"Content-Type", "Location"}, []string{"X-Trace"}, 24 * time.Hour},
+		{"configured", []idempotency.Option{idempotency.WithStoredHeaders("x-trace"), idempotency.WithRetention(time.Hour)},
+			[]string{"X-Trace"}, []string{"Content-Type", "Location"}, time.Hour},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fx := newFixture(t)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("Location", "/charges/ch_1")
+				w.Header().Set("X-Trace", "t-1")
+				w.WriteHeader(http.StatusAccepted)
+				_, _ = io.WriteString(w, `{"id":"ch_1"}`)
+			})
+			ts := serve(t, fx.client(), fx.store, h, c.opts...)
+			send := func() *http.Response { return sendAccepted(t, ts, "h1") }
+			if first := send(); first.Header.Get("X-Trace") != "t-1" || first.Header.Get(idempotency.ReplayedHeader) != "" {
+				t.Fatalf("first answer lacks the handler's headers or is marked replayed: %v", first.Header)
+			}
+			again := send()
+			if again.Header.Get(idempotency.ReplayedHeader) != "true" {
+				t.Fatal("second answer not replayed")
+			}
+			sent := map[string]string{"Content-Type": "application/json", "Location": "/charges/ch_1", "X-Trace": "t-1"}
+			for _, k := range c.kept {
+				if again.Header.Get(k) != sent[k] {
+					t.Errorf("replay lacks %s: %v", k, again.Header)
+				}
+			}
+			for _, k := range c.dropped {
+				if again.Header.Get(k) == sent[k] { // net/http sniffs a Content-Type of its own
+					t.Errorf("replay carries %s, which is not stored: %v", k, again.Header)
+				}
+			}
+			key := fx.store.RecordKey(idempotency.Scope{Route: "POST /charges", Key: "h1"}.LockKey())
+			if ttl := fx.rdb.PTTL(context.Background(), key).Val(); ttl <= c.retention-time.Minute || ttl > c.retention {
+				t.Fatalf("record TTL %v, want the retention %v", ttl, c.retention)
+			}
+		})
+	}
+}
+
+// The negative control of the concurrent-duplicate tests: without the
+// middleware the eight duplicates are eight charges.
+func TestMiddleware_concurrentDuplicates_withoutMiddlewareRunEach(t *testing.T) {
+	g := newGate()
+	var runs atomic.Int64
+	var servers []*httptest.Server
+	for range 2 {
+		mux := http.NewServeMux()
+		mux.Handle("POST /charges", gated(g, &runs))
+		ts := httptest.NewServer(mux)
+		t.Cleanup(ts.Close)
+		servers = append(servers, ts)
+	}
+	done := make(chan []reply)
+	go func() { done <- concurrent(servers, 8, "dup-3") }()
+	for range 8 {
+		g.wait(t) // every duplicate reaches the handler
+	}
+	g.open()
+	<-done
+	if runs.Load() != 8 {
+		t.Fatalf("handler runs = %d without the middleware, want 8", runs.Load())
+	}
+}
+
+// A duplicate waits up to WithWait for the running attempt, then answers
+// 409 with a Retry-After from the running attempt's lease.
+func TestMiddleware_duplicate_waitBoundThen409(t *testing.T) {
+	fx := newFixture(t)
+	g := newGate()
+	defer g.open()
+	var runs atomic.Int64
+	ts := serve(t, fx.client(), fx.store, gated(g, &runs), idempotency.WithWait(150*time.Millisecond), idempotency.WithTTL(5*time.Second))
+	first := make(chan reply, 1)
+	go func() { first <- post(context.Background(), ts.Client(), ts.URL+"/charges", "w1", "x") }()
+	g.wait(t)
+
+	start := time.Now()
+	req, _ := http.NewRequest("POST", ts.URL+"/charges", strings.NewReader("x"))
+	req.Header.Set("Idempotency-Key", "w1")
+	resp, err := ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	waited := time.Since(start)
+	if resp.StatusCode != http.StatusConflict || waited < 150*time.Millisecond {
+		t.Fatalf("duplicate: %d after %v; want 409 after the 150ms wait", resp.StatusCode, waited)
+	}
+	if ra := resp.Header.Get("Retry-After"); ra == "" || ra == "0" {
+		t.Fatalf("Retry-After %q, want the running attempt's remaining lease", ra)
+	}
+	g.open()
+	if r := <-first; r.status != http.StatusOK || runs.Load() != 1 {
+		t.Fatalf("first: %+v after %d runs", r, runs.Load())
+	}
+}
+
+// sendAccepted posts key to ts and checks the 202 answer of
+// TestMiddleware_storedAnswer_headersAndRetention.
+func sendAccepted(t *testing.T, ts *httptest.Server, key string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("POST", ts.URL+"/charges", strings.NewReader("x"))
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted || string(b) != `{"id":"ch_1"}` {
+		t.Fatalf("answer %d %q", resp.StatusCode, b)
+	}
+	return resp
+}

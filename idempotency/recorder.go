@@ -67,13 +67,16 @@ func (r *recorder) passThrough() {
 	r.body = bytes.Buffer{}
 }
 
-// result is the answer to store, or no record when it went through.
+// result is the answer to store, or no record when it went through. A
+// handler that wrote nothing is answered 200 by net/http, but it is no
+// success: a handler that gave up on a departed client returns that way,
+// and its empty 200 must not be replayed to the retry.
 func (r *recorder) result(keep []string) Result {
 	if r.through {
 		return Result{}
 	}
-	status := r.status
-	if status == 0 {
+	wrote, status := r.status != 0, r.status
+	if !wrote {
 		status = http.StatusOK
 	}
 	rec := &Record{Status: status, Body: r.body.Bytes()}
@@ -85,7 +88,7 @@ func (r *recorder) result(keep []string) Result {
 			rec.Header[k] = vs
 		}
 	}
-	return Result{Record: rec, ServerError: status >= 500, Succeeded: status < 400}
+	return Result{Record: rec, ServerError: status >= 500, Succeeded: wrote && status < 400}
 }
 
 // flush sends the buffered answer with every header the handler set.

@@ -3,8 +3,11 @@ package idempotency_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 
 	"github.com/fencedlock/fencedlock/core"
 	"github.com/fencedlock/fencedlock/idempotency"
+	"github.com/fencedlock/fencedlock/internal/redistest"
 )
 
 // script runs one of the package's Lua files as it is on disk, so the
@@ -144,5 +148,39 @@ func TestRedisStore_unavailable(t *testing.T) {
 	fx.srv.Kill()
 	if _, err := s.Lookup(context.Background(), "idem:x"); !errors.Is(err, idempotency.ErrUnavailable) {
 		t.Fatalf("Lookup on a dead server = %v, want ErrUnavailable", err)
+	}
+}
+
+// On a Redis Cluster the record lives in the lock's slot (one hash tag),
+// and the protocol runs end to end through a ClusterClient.
+func TestRedisStore_cluster_recordInLockSlot(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	cc := cl.Client(t)
+	locker := core.New(cc)
+	t.Cleanup(func() { _ = locker.Close() })
+	store := idempotency.NewRedisStore(cc, "")
+	var runs atomic.Int64
+	ts := serve(t, locker, store, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "run %d", runs.Add(1))
+	}))
+	ctx := context.Background()
+	slots := map[int64]bool{}
+	for i := range 12 {
+		key := fmt.Sprint("order-", i)
+		first := post(ctx, ts.Client(), ts.URL+"/charges", key, "x")
+		again := post(ctx, ts.Client(), ts.URL+"/charges", key, "x")
+		if first.status != http.StatusOK || !again.replayed || again.body != first.body {
+			t.Fatalf("key %s: first %+v, again %+v", key, first, again)
+		}
+		lk := idempotency.Scope{Route: "POST /charges", Key: key}.LockKey()
+		recSlot := cc.ClusterKeySlot(ctx, store.RecordKey(lk)).Val()
+		lockSlot := cc.ClusterKeySlot(ctx, core.KeysFor("", lk).Lock).Val()
+		if recSlot != lockSlot {
+			t.Fatalf("key %s: record in slot %d, lock in slot %d", key, recSlot, lockSlot)
+		}
+		slots[recSlot] = true
+	}
+	if runs.Load() != 12 || len(slots) < 2 {
+		t.Fatalf("runs = %d over %d slots; want 12 over several", runs.Load(), len(slots))
 	}
 }

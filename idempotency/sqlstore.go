@@ -26,7 +26,9 @@ var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-
 //
 // The transaction's fence guard serializes attempts on one key (its row
 // lock is held until commit): a newer holder waits for an older one that is
-// still in its transaction, then sees what it committed.
+// still in its transaction, then sees what it committed. The wait ends with
+// the newer request (its deadline, its client leaving), so a paused holder
+// cannot pin its retries.
 type SQLStore struct {
 	db      *sql.DB
 	dialect sqlguard.Dialect
@@ -134,26 +136,49 @@ func (s *SQLStore) Begin(ctx context.Context, key string, lock *core.Lock) (Atte
 	if lock == nil {
 		return nil, fmt.Errorf("%w: Begin without a lock", ErrMisconfigured)
 	}
-	opts := append([]sqlguard.Option{sqlguard.WithLock(lock), sqlguard.WithResource(key)}, s.guard...)
-	// Detached: an answer that succeeded after its client went away is
-	// still committed (see Engine.Run); Commit or Abort always end it.
-	tx, err := sqlguard.BeginTx(context.WithoutCancel(ctx), s.db, nil, opts...)
-	switch {
-	case errors.Is(err, sqlguard.ErrStaleFence):
-		return nil, fmt.Errorf("%w: %w", ErrStaleFence, err)
-	case err != nil:
+	tx, end, err := s.begin(ctx, key, lock)
+	if err != nil {
 		return nil, err
 	}
-	a := &sqlAttempt{s: s, tx: tx, key: key}
+	a := &sqlAttempt{s: s, tx: tx, key: key, end: end}
 	rec, err := s.lookup(ctx, tx.QueryRowContext, key)
 	switch {
 	case err == nil:
 		a.existing = rec
 	case !errors.Is(err, ErrNotFound):
-		_ = tx.Rollback()
+		_ = a.Abort(ctx)
 		return nil, err
 	}
 	return a, nil
+}
+
+// begin starts the attempt's sqlguard transaction. The transaction runs
+// detached from the request, so that an answer that succeeded after its
+// client went away is still committed (see Engine.Run); Commit or Abort
+// end it and then call end. Only the wait inside begin, for an older
+// attempt still in its transaction (the fence row lock), ends with the
+// request: a paused holder must not pin its retries past their deadlines.
+func (s *SQLStore) begin(ctx context.Context, key string, lock *core.Lock) (*sqlguard.Tx, context.CancelFunc, error) {
+	tctx, end := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, end)
+	opts := append([]sqlguard.Option{sqlguard.WithLock(lock), sqlguard.WithResource(key)}, s.guard...)
+	tx, err := sqlguard.BeginTx(tctx, s.db, nil, opts...)
+	if !stop() { // the request ended while begin waited: tctx is cancelled
+		if err == nil {
+			_ = tx.Rollback()
+		}
+		end()
+		return nil, nil, fmt.Errorf("idempotency: waiting for an older attempt's transaction: %w", ctx.Err())
+	}
+	switch {
+	case errors.Is(err, sqlguard.ErrStaleFence):
+		end()
+		return nil, nil, fmt.Errorf("%w: %w", ErrStaleFence, err)
+	case err != nil:
+		end()
+		return nil, nil, err
+	}
+	return tx, end, nil
 }
 
 type sqlAttempt struct {
@@ -161,6 +186,7 @@ type sqlAttempt struct {
 	tx       *sqlguard.Tx
 	key      string
 	existing *Record
+	end      context.CancelFunc // releases the transaction's context
 }
 
 type txKey struct{}
@@ -182,6 +208,7 @@ func (a *sqlAttempt) Context(parent context.Context) context.Context {
 
 // Commit upserts the answer, fenced, and commits the transaction.
 func (a *sqlAttempt) Commit(ctx context.Context, rec *Record, retention time.Duration) error {
+	defer a.end()
 	s := a.s
 	q := "INSERT INTO " + s.table + " AS t (idem_key, fence, record, expires_at) VALUES (" +
 		s.ph(1) + ", " + s.ph(2) + ", " + s.ph(3) + ", " + s.ph(4) + ") ON CONFLICT (idem_key) DO UPDATE SET " +
@@ -206,6 +233,7 @@ func (a *sqlAttempt) Commit(ctx context.Context, rec *Record, retention time.Dur
 
 // Abort rolls the transaction back: the handler's writes are undone too.
 func (a *sqlAttempt) Abort(context.Context) error {
+	defer a.end()
 	if err := a.tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite"
 
+	"github.com/fencedlock/fencedlock/core"
 	"github.com/fencedlock/fencedlock/idempotency"
 	"github.com/fencedlock/fencedlock/sqlguard"
 )
@@ -37,7 +39,11 @@ type sqlFixture struct {
 }
 
 func eachSQL(t *testing.T, fn func(t *testing.T, sf *sqlFixture)) {
-	for _, name := range []string{"sqlite", "postgres"} {
+	onSQL(t, []string{"sqlite", "postgres"}, fn)
+}
+
+func onSQL(t *testing.T, names []string, fn func(t *testing.T, sf *sqlFixture)) {
+	for _, name := range names {
 		t.Run(name, func(t *testing.T) { fn(t, openSQL(t, name)) })
 	}
 }
@@ -174,6 +180,64 @@ func TestSQLStore_concurrentDuplicates(t *testing.T) {
 		}
 		if n := sf.paymentsFor(t, "cc1"); n != 1 {
 			t.Fatalf("%d payments, want 1", n)
+		}
+	})
+}
+
+// A newer holder's Begin waits for an older attempt still inside its
+// transaction (the fence row lock), but that wait ends with the newer
+// request: a paused old holder cannot pin the retries' goroutines and
+// connections past their deadlines. When the old attempt commits, its
+// answer is what the next request gets.
+func TestSQLStore_begin_waitEndsWithTheRequest(t *testing.T) {
+	eachSQL(t, func(t *testing.T, sf *sqlFixture) {
+		fx := newFixture(t)
+		locker := fx.client(core.WithTTL(200 * time.Millisecond))
+		ctx := context.Background()
+		const key = "idem:sql-wait"
+		old, err := locker.Acquire(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		oldAtt, err := sf.store.Begin(ctx, key, old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer oldAtt.Abort(ctx)
+		time.Sleep(300 * time.Millisecond) // the old holder's lease runs out
+		lk, err := locker.Acquire(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lk.Release(ctx)
+
+		rctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		began := make(chan error, 1)
+		go func() {
+			att, err := sf.store.Begin(rctx, key, lk)
+			if err == nil {
+				_ = att.Abort(ctx)
+			}
+			began <- err
+		}()
+		select {
+		case err := <-began:
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("newer Begin = %v, want the request's deadline", err)
+			}
+		case <-time.After(3 * time.Second):
+			_ = oldAtt.Abort(ctx) // unblocks it, so the test ends
+			<-began
+			t.Fatal("newer Begin still waiting 3s after its request's deadline")
+		}
+		rec := &idempotency.Record{Fence: old.Fence(), Status: 201, Body: []byte("old answer")}
+		if err := oldAtt.Commit(ctx, rec, time.Hour); err != nil {
+			t.Fatalf("old attempt's Commit = %v", err)
+		}
+		got, err := sf.store.Lookup(ctx, key)
+		if err != nil || string(got.Body) != "old answer" {
+			t.Fatalf("Lookup = %v, %v", got, err)
 		}
 	})
 }
