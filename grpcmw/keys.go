@@ -58,20 +58,19 @@ func Fields(paths ...string) KeysFunc {
 		panic("grpcmw: Fields with no field path")
 	}
 	fns := make([]KeyFunc, len(paths))
-	names := make([]string, len(paths))
 	for i, p := range paths {
 		if _, err := parseFieldPath(p); err != nil {
 			panic("grpcmw: Fields: " + err.Error())
 		}
-		fns[i] = Field(p)
-		names[i] = fmt.Sprintf("field %q", p)
+		fns[i] = Field(p) // its errors name the field already
 	}
-	return combine(fns, names)
+	return combine(fns, nil)
 }
 
 // combine calls every KeyFunc. An error other than ErrNeedMessage wins at
-// once; ErrNeedMessage from any of them defers the whole set to the
-// message, so a stream locks all its keys together or none.
+// once, prefixed with the KeyFunc's name when names is set; ErrNeedMessage
+// from any of them defers the whole set to the message, so a stream locks
+// all its keys together or none.
 func combine(fns []KeyFunc, names []string) KeysFunc {
 	return func(ctx context.Context, method string, msg any) ([]string, error) {
 		keys := make([]string, 0, len(fns))
@@ -81,8 +80,10 @@ func combine(fns []KeyFunc, names []string) KeysFunc {
 			switch {
 			case errors.Is(err, ErrNeedMessage):
 				needMsg = true
-			case err != nil:
+			case err != nil && names != nil:
 				return nil, fmt.Errorf("grpcmw: %s: %w", names[i], err)
+			case err != nil:
+				return nil, err
 			default:
 				keys = append(keys, k)
 			}
