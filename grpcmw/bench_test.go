@@ -75,6 +75,32 @@ func TestUnaryServerInterceptor_twoRoundTripsPerCall(t *testing.T) {
 	}
 }
 
+func TestUnaryServerInterceptorKeys_twoRoundTripsPerKey(t *testing.T) {
+	l, rt := countedLocker(t)
+	svc := &transferService{ledger: newLedger(0, "a", "b")}
+	c := serve(t, "bufconn", svc, grpc.ChainUnaryInterceptor(
+		grpcmw.UnaryServerInterceptorKeys(l, accountKeys()))).client()
+	if _, err := c.Transfer(context.Background(), &testpb.TransferRequest{From: "a", To: "b"}); err != nil { // loads the scripts
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		from, to string
+		want     int64
+	}{{"a", "b", 4}, {"b", "b", 2}} {
+		const calls = 20
+		rt.n.Store(0)
+		for range calls {
+			if _, err := c.Transfer(context.Background(), &testpb.TransferRequest{From: tc.from, To: tc.to}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := rt.n.Load(); got != tc.want*calls {
+			t.Errorf("%s→%s: %d Redis round trips for %d calls, want %d per call (acquire and release per distinct key)",
+				tc.from, tc.to, got, calls, tc.want)
+		}
+	}
+}
+
 // BenchmarkUnaryServerInterceptor measures a unary call over bufconn bare
 // and behind the interceptor on a real redis-server (uncontended, one key),
 // reporting Redis round trips per call:

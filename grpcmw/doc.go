@@ -30,6 +30,30 @@
 // misconfiguration. An unset field, a zero value without presence, missing
 // metadata or an invalid key is InvalidArgument, never a lock on "".
 //
+// # Several keys
+//
+// A method that touches more than one resource (a transfer between two
+// accounts) locks them all with UnaryServerInterceptorKeys or
+// StreamServerInterceptorKeys and a KeysFunc: Keys combines KeyFuncs, one
+// key each, and Fields reads several request fields as by Field:
+//
+//	grpcmw.UnaryServerInterceptorKeys(locker,
+//		grpcmw.Keys(grpcmw.Template("account:{from}"), grpcmw.Template("account:{to}")),
+//		grpcmw.WithMethods("/bank.Accounts/Transfer"), grpcmw.WithWait(2*time.Second))
+//
+// The keys are taken with core.Locker.AcquireAll: every key or none (a key
+// that cannot be had gives back the ones already taken), in one order
+// every caller shares (sorted backend keys), so transfers a→b and b→a
+// cannot deadlock, and with one WithWait budget for the whole set. A key
+// repeated (from == to) is locked once. The handler's context carries
+// every lock (core.LocksFromContext) and is cancelled when any of them is
+// lost; they are released together. Refusals map to the same status
+// codes as for one key, an empty field included (InvalidArgument), and a
+// KeysFunc returning no key is InvalidArgument too. WithShared and
+// WithPermits apply to every key of the set: a shared method holds a share
+// of each key, a limited one a permit of each. A call costs two Redis
+// round trips per distinct key (an acquire and a release each).
+//
 // # Options
 //
 // The same names and meaning as in httpmw: WithTTL, WithWait (default: fail

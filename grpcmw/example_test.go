@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -26,6 +28,85 @@ type counterServer struct {
 func (counterServer) Incr(ctx context.Context, _ *testpb.IncrRequest) (*testpb.IncrReply, error) {
 	l, _ := core.FromContext(ctx)
 	return &testpb.IncrReply{Fence: l.Fence()}, nil
+}
+
+// Transfer reports the locks its handler runs under.
+func (counterServer) Transfer(ctx context.Context, _ *testpb.TransferRequest) (*testpb.IncrReply, error) {
+	var keys []string
+	for _, l := range core.LocksFromContext(ctx) {
+		keys = append(keys, l.Key())
+	}
+	slices.Sort(keys)
+	return &testpb.IncrReply{Value: int64(len(keys)), SeenKey: strings.Join(keys, " ")}, nil
+}
+
+// bufconnClient serves srv on an in-memory listener and returns a client
+// of it, and a function that stops both.
+func bufconnClient(srv *grpc.Server) (testpb.CounterClient, func()) {
+	testpb.RegisterCounterServer(srv, counterServer{})
+	lis := bufconn.Listen(1 << 16)
+	go func() { _ = srv.Serve(lis) }()
+	cc, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
+	if err != nil {
+		panic(err)
+	}
+	return testpb.NewCounterClient(cc), func() { _ = cc.Close(); srv.Stop() }
+}
+
+func ExampleUnaryServerInterceptorKeys() {
+	mr, err := miniredis.Run() // a real Redis in production
+	if err != nil {
+		panic(err)
+	}
+	defer mr.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	locker := core.New(rdb)
+	defer locker.Close()
+
+	// A transfer holds both accounts: all or none, in one order for every
+	// caller, so opposite transfers cannot deadlock.
+	client, stop := bufconnClient(grpc.NewServer(grpc.ChainUnaryInterceptor(
+		grpcmw.UnaryServerInterceptorKeys(locker,
+			grpcmw.Keys(grpcmw.Template("account:{from}"), grpcmw.Template("account:{to}")),
+			grpcmw.WithMethods("/fencedlock.grpcmw.test.Counter/Transfer"), grpcmw.WithWait(100*time.Millisecond)),
+	)))
+	defer stop()
+	ctx := context.Background()
+
+	r, err := client.Transfer(ctx, &testpb.TransferRequest{From: "alice", To: "bob"})
+	fmt.Println(status.Code(err), r.GetValue(), "locks:", r.GetSeenKey())
+	r, err = client.Transfer(ctx, &testpb.TransferRequest{From: "carol", To: "carol"})
+	fmt.Println(status.Code(err), r.GetValue(), "lock:", r.GetSeenKey())
+
+	// Another instance holds bob's account: the transfer waits its 100ms,
+	// then ends Aborted, and alice's account is not left locked.
+	other := core.New(rdb)
+	defer other.Close()
+	held, err := other.TryAcquire(ctx, "account:bob", core.WithTTL(5*time.Second))
+	if err != nil {
+		panic(err)
+	}
+	defer held.Release(ctx)
+	_, err = client.Transfer(ctx, &testpb.TransferRequest{From: "alice", To: "bob"})
+	fmt.Println(status.Code(err))
+	alice, err := other.TryAcquire(ctx, "account:alice")
+	fmt.Println("alice free:", err == nil)
+	if err == nil {
+		_ = alice.Release(ctx)
+	}
+
+	// An empty field is the caller's mistake, never a lock on "".
+	_, err = client.Transfer(ctx, &testpb.TransferRequest{To: "bob"})
+	fmt.Println(status.Code(err))
+	// Output:
+	// OK 2 locks: account:alice account:bob
+	// OK 1 lock: account:carol
+	// Aborted
+	// alice free: true
+	// InvalidArgument
 }
 
 func ExampleUnaryServerInterceptor() {

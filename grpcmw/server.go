@@ -24,7 +24,32 @@ import (
 //			grpcmw.WithMethods("/shop.Orders/Pay")),
 //	))
 func UnaryServerInterceptor(l core.Locker, key KeyFunc, opts ...Option) grpc.UnaryServerInterceptor {
-	return newInterceptor("UnaryServerInterceptor", l, key, opts, false).unary
+	if key == nil {
+		panic("grpcmw: UnaryServerInterceptor with a nil KeyFunc")
+	}
+	return newInterceptor("UnaryServerInterceptor", l, single(key), opts, false).unary
+}
+
+// UnaryServerInterceptorKeys is UnaryServerInterceptor over several keys,
+// for methods that touch more than one resource, such as a transfer
+// between two accounts:
+//
+//	grpcmw.UnaryServerInterceptorKeys(locker,
+//		grpcmw.Keys(grpcmw.Template("account:{from}"), grpcmw.Template("account:{to}")),
+//		grpcmw.WithMethods("/bank.Accounts/Transfer"), grpcmw.WithWait(2*time.Second))
+//
+// The call runs only once every key is held, and none stays held when one
+// cannot be had (core.Locker.AcquireAll): the keys are taken in one order
+// every caller shares, so calls locking the same pair in opposite
+// directions cannot deadlock; WithWait bounds the wait for the whole set;
+// a key repeated (from == to) is locked once. The handler's context
+// carries every lock (core.LocksFromContext; core.FromContext returns one
+// of them) and is cancelled when any is lost. The locks are released
+// together after the handler returns or panics. A contended key ends the
+// call Aborted, or ResourceExhausted under WithPermits; WithShared and
+// WithPermits apply to each key.
+func UnaryServerInterceptorKeys(l core.Locker, keys KeysFunc, opts ...Option) grpc.UnaryServerInterceptor {
+	return newInterceptor("UnaryServerInterceptorKeys", l, keys, opts, false).unary
 }
 
 // StreamServerInterceptor returns an interceptor that holds a lock for the
@@ -49,27 +74,39 @@ func UnaryServerInterceptor(l core.Locker, key KeyFunc, opts ...Option) grpc.Una
 // notices a loss with the next message; one that must stop at once watches
 // Context().Done().
 func StreamServerInterceptor(l core.Locker, key KeyFunc, opts ...Option) grpc.StreamServerInterceptor {
-	return newInterceptor("StreamServerInterceptor", l, key, opts, true).stream
+	if key == nil {
+		panic("grpcmw: StreamServerInterceptor with a nil KeyFunc")
+	}
+	return newInterceptor("StreamServerInterceptor", l, single(key), opts, true).stream
+}
+
+// StreamServerInterceptorKeys is StreamServerInterceptor over several
+// keys, taken as UnaryServerInterceptorKeys takes them. The stream holds
+// all of them for its life. When every key needs no message the stream is
+// locked before the handler runs; when any needs one (Fields, Keys with a
+// field), all are locked together on the first RecvMsg.
+func StreamServerInterceptorKeys(l core.Locker, keys KeysFunc, opts ...Option) grpc.StreamServerInterceptor {
+	return newInterceptor("StreamServerInterceptorKeys", l, keys, opts, true).stream
 }
 
 type interceptor struct {
-	l   core.Locker
-	key KeyFunc
-	cfg config
+	l    core.Locker
+	keys KeysFunc
+	cfg  config
 	// outage logs the first backend failure, then a summary per interval,
 	// then the recovery: not one line per refused call.
 	outage *guard.OutageLog
 	hints  *guard.Hints // RetryInfo from observed holds
 }
 
-func newInterceptor(fn string, l core.Locker, key KeyFunc, opts []Option, stream bool) *interceptor {
+func newInterceptor(fn string, l core.Locker, keys KeysFunc, opts []Option, stream bool) *interceptor {
 	if l == nil {
 		panic("grpcmw: " + fn + " with a nil core.Locker")
 	}
-	if key == nil {
-		panic("grpcmw: " + fn + " with a nil KeyFunc")
+	if keys == nil {
+		panic("grpcmw: " + fn + " with a nil KeysFunc")
 	}
-	return &interceptor{l: l, key: key, cfg: newConfig(opts, stream), outage: guard.NewOutageLog(0, nil), hints: &guard.Hints{}}
+	return &interceptor{l: l, keys: keys, cfg: newConfig(opts, stream), outage: guard.NewOutageLog(0, nil), hints: &guard.Hints{}}
 }
 
 func (it *interceptor) policy(method string) guard.Policy {
@@ -89,11 +126,11 @@ func (it *interceptor) unary(ctx context.Context, req any, info *grpc.UnaryServe
 		return handler(ctx, req)
 	}
 	p := it.policy(method)
-	k, err := it.key(ctx, method, req)
+	keys, err := it.derive(ctx, method, req)
 	if err != nil {
 		return nil, it.fail(ctx, method, p.Name, guard.ClassifyKey(err))
 	}
-	h, res := guard.Acquire(ctx, it.l, []string{k}, p)
+	h, res := guard.Acquire(ctx, it.l, keys, p)
 	if err := it.check(ctx, method, p.Name, res); err != nil {
 		return nil, err
 	}
@@ -118,14 +155,14 @@ func (it *interceptor) stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 	base, cancel := context.WithCancelCause(ss.Context())
 	s := &lockedStream{ServerStream: ss, it: it, method: method, policy: p, base: base, cancel: cancel, ctx: base}
 	defer s.finish()
-	k, err := it.key(base, method, nil)
+	keys, err := it.derive(base, method, nil)
 	switch {
 	case errors.Is(err, ErrNeedMessage):
 		// Locked by the first RecvMsg.
 	case err != nil:
 		return it.fail(base, method, p.Name, guard.ClassifyKey(err))
 	default:
-		h, res := guard.Acquire(base, it.l, []string{k}, p)
+		h, res := guard.Acquire(base, it.l, keys, p)
 		if err := it.check(base, method, p.Name, res); err != nil {
 			return err
 		}
@@ -285,10 +322,10 @@ func (s *lockedStream) refused() error {
 func (s *lockedStream) lock(m any) error {
 	it := s.it
 	var h *guard.Held
-	k, err := it.key(s.base, s.method, m)
+	keys, err := it.derive(s.base, s.method, m)
 	res := guard.ClassifyKey(err)
 	if err == nil {
-		h, res = guard.Acquire(s.base, it.l, []string{k}, s.policy)
+		h, res = guard.Acquire(s.base, it.l, keys, s.policy)
 	}
 	if err := it.check(s.base, s.method, s.policy.Name, res); err != nil {
 		s.mu.Lock()
