@@ -94,9 +94,11 @@ func (a *acquisition) contend(ctx context.Context) (l *Lock, err error) {
 		}
 		if g.Acquired {
 			a.free = g.Free
+			a.stats.handoff = a.stats.handoff || n.granted != nil
 			return a.newLock(h.Token, g.Fence, sent), nil
 		}
 		h.Claimed = h.Claimed || g.Claimed
+		n.granted = nil // the grant lapsed before we confirmed it
 		if n.woken {
 			n.lostRaces++
 		}
@@ -110,11 +112,6 @@ func (a *acquisition) contend(ctx context.Context) (l *Lock, err error) {
 		}
 		if err := a.pause(ctx, n, g.HolderTTL); err != nil {
 			return nil, err
-		}
-		if n.granted != nil {
-			l := a.grantedLock(h.Token, *n.granted, n.grantedAt)
-			h.QueueFor = 0 // granted: nothing to undo
-			return l, nil
 		}
 	}
 }
@@ -162,12 +159,11 @@ type notices struct {
 	lostRaces int  // attempts after a notice that found the lock taken again
 
 	// a request queued in the store (queue_remote.go)
-	qb        QueueBackend
-	token     string
-	mine      chan QueueNotice   // buffered(1): the grant to this request
-	other     chan time.Duration // buffered(1): a grant to another waiter, its lease
-	granted   *QueueNotice       // set by pause when the grant arrived
-	grantedAt time.Time
+	qb      QueueBackend
+	token   string
+	mine    chan QueueNotice   // buffered(1): the grant to this request
+	other   chan time.Duration // buffered(1): a grant to another waiter, its lease
+	granted *QueueNotice       // set by pause when the grant arrived
 }
 
 // newNotices prepares the subscription of a contender for token. A request
@@ -274,7 +270,8 @@ func (a *acquisition) pause(ctx context.Context, n *notices, holderTTL time.Dura
 }
 
 // waitNotice waits up to wait for a notice. A grant to this request ends the
-// wait with n.granted set; a grant to another queued waiter moves the
+// wait with n.granted set, and the next attempt confirms it (see
+// queue_remote.go); a grant to another queued waiter moves the
 // timer to the end of that grant's short lease (plus a little), when this
 // waiter checks whether the grantee confirmed or the key is free again.
 func (a *acquisition) waitNotice(ctx context.Context, n *notices, wait time.Duration) error {
@@ -287,7 +284,7 @@ func (a *acquisition) waitNotice(ctx context.Context, n *notices, wait time.Dura
 			n.woken = true
 			return nil
 		case qn := <-n.mine:
-			n.granted, n.grantedAt = &qn, c.clk.Now()
+			n.granted = &qn
 			return nil
 		case lease := <-n.other:
 			d := lease + grantSlack

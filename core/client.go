@@ -183,10 +183,7 @@ func (c *Client) arm(l *Lock) {
 		l.timer = c.clk.AfterFunc(l.deadline.Sub(c.clk.Now()), func() { c.deadlinePassed(l) })
 	}
 	l.mu.Unlock()
-	switch {
-	case !l.confirmBy.IsZero():
-		c.rn.addAt(l, l.confirmBy)
-	case l.cfg.autoRefresh:
+	if l.cfg.autoRefresh {
 		c.rn.add(l)
 	}
 }

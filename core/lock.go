@@ -31,11 +31,8 @@ type Lock struct {
 	cfg     config
 	start   time.Time // when the acquiring command was sent (Client clock)
 	handoff bool
-	// confirmBy: a hold granted from the store queue (queue_remote.go) is
-	// confirmed by a renewal at this time, watchdog or not; zero otherwise.
-	confirmBy time.Time
-	data      any // observer state
-	done      chan struct{}
+	data    any // observer state
+	done    chan struct{}
 
 	mu        sync.Mutex
 	state     lockState

@@ -108,21 +108,14 @@ func (a *acquisition) entryLife() time.Duration {
 	return max(life, time.Millisecond)
 }
 
-// grantedLock is the Lock a grant notice gave this request. The lease
-// started when the releasing script ran, shortly before the notice
-// arrived (at): the validity deadline counts from the arrival less an
-// allowance for the notice's delivery, and the confirmation (the first
-// renewal, sent after a quarter of the lease unless the lock ended first)
-// puts it on the usual footing. Storage that checks fences refuses a
-// holder that was paused past the grant's lease.
-func (a *acquisition) grantedLock(token string, qn QueueNotice, at time.Time) *Lock {
-	l := a.newLock(token, qn.Fence, at)
-	allowance := max(a.cfg.driftFor(qn.Lease), qn.Lease/4)
-	l.deadline = at.Add(qn.Lease - allowance)
-	l.confirmBy = at.Add(qn.Lease / 4)
-	a.stats.handoff = true
-	return l
-}
+// A grant notice is confirmed by the waiter's next attempt (acquire.lua
+// finds the key holding its token: a full lease, the granted fence), and
+// only then is the Lock returned. Accepting the notice alone would save
+// that round trip, but a waiter paused between the grant and reading the
+// notice could not tell: it would count its validity from the late
+// arrival and believe in a lease that had already lapsed and gone to the
+// next waiter. With the confirmation the deadline counts from a command
+// sent before the lease was extended, as for every other acquisition.
 
 // NewSharded over Redis backends: each key queues on its own shard.
 

@@ -214,9 +214,10 @@ func TestQueue_fifoAcrossClients(t *testing.T) {
 		}
 		last = g.fence
 	}
-	// Five releases (each a grant but the last) and no acquire attempt.
-	if calls := commandCalls(t, admin); calls["set"] != 4 || calls["incr"] != 4 {
-		t.Errorf("commands %v; want 4 grants (SET+INCR each) and no acquire of the waiters' own", calls)
+	// Every fence came from a grant in a release (HGET of the queue entry,
+	// then INCR), each confirmed by its waiter's one attempt.
+	if calls := commandCalls(t, admin); calls["hget"] != 4 || calls["incr"] != 4 {
+		t.Errorf("commands %v; want 4 grants (HGET+INCR each)", calls)
 	}
 }
 
@@ -271,8 +272,8 @@ func TestQueue_unconfirmedGrantLapses(t *testing.T) {
 }
 
 // TestQueue_grantConfirmedWithoutWatchdog: a granted waiter that holds the
-// lock past the grant lease keeps it: the confirmation extends the lease
-// even with the watchdog off.
+// lock past the grant lease keeps it: its confirmation gave it the full
+// lease, with the watchdog off.
 func TestQueue_grantConfirmedWithoutWatchdog(t *testing.T) {
 	srv := redistest.Start(t)
 	admin := srv.Client(t)

@@ -213,11 +213,10 @@ func TestWaiter_doesNotPoll(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the waiter did not get the lock after the release")
 	}
-	// The release granted the lock to the queued waiter: one INCR (the
-	// grant's fence) and no third acquire attempt (two SET NX, one SET of
-	// the grant).
+	// The release granted the lock to the queued waiter (HGET of its
+	// entry, INCR of the fence), and the waiter confirmed with one attempt.
 	calls = commandCalls(t, admin)
-	if calls["incr"] != 1 || calls["set"] != 3 {
-		t.Errorf("after the hand-off: %v; want the release to grant (1 INCR) and no acquire of the waiter's own (3 SET)", calls)
+	if calls["hget"] != 1 || calls["incr"] != 1 || calls["set"] != 4 {
+		t.Errorf("after the hand-off: %v; want one grant (HGET, INCR) and one confirming attempt (4 SET in all)", calls)
 	}
 }

@@ -28,16 +28,13 @@ func (r *renewer) init(c *Client) {
 	r.done = make(chan struct{})
 }
 
-func (r *renewer) add(l *Lock) { r.addAt(l, r.c.clk.Now().Add(l.cfg.renewEvery())) }
-
-// addAt schedules l's next renewal at due.
-func (r *renewer) addAt(l *Lock, due time.Time) {
+func (r *renewer) add(l *Lock) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped || l.heapIdx >= 0 {
 		return
 	}
-	l.due = due
+	l.due = r.c.clk.Now().Add(l.cfg.renewEvery())
 	heap.Push(&r.h, l)
 	if !r.started {
 		r.started = true
@@ -163,9 +160,6 @@ func (r *renewer) reschedule(l *Lock, sent time.Time, err error) {
 	defer r.mu.Unlock()
 	if !held || r.stopped || l.heapIdx >= 0 {
 		return
-	}
-	if !l.cfg.autoRefresh && err == nil {
-		return // a store-queue grant's confirmation, without a watchdog
 	}
 	every := l.cfg.renewEvery()
 	if err == nil {
