@@ -41,6 +41,7 @@ func signedTokens(t *testing.T, ft core.FenceToken) (good string, bad map[string
 		"tampered":              huge.String() + good[strings.Index(good, ";kid="):],
 		"replayed after expiry": sign(signKey, fencesign.WithClock(old)),
 		"wrong key":             sign(otherKey),
+		"unknown key id":        sign(fencesign.Key{ID: "k2", Secret: signKey.Secret}),
 		"garbage":               "x;sig=%%%",
 	}
 }

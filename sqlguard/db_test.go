@@ -67,7 +67,19 @@ func eachDB(t *testing.T, fn func(t *testing.T, db *testDB)) {
 // and processes.
 func eachDBParallel(t *testing.T, fn func(t *testing.T, db *testDB)) {
 	t.Helper()
-	for _, name := range dbNames {
+	parallelOver(t, dbNames, fn)
+}
+
+// eachWriteDBParallel is eachDBParallel over writeDBNames (MariaDB with and
+// without clientFoundRows).
+func eachWriteDBParallel(t *testing.T, fn func(t *testing.T, db *testDB)) {
+	t.Helper()
+	parallelOver(t, writeDBNames, fn)
+}
+
+func parallelOver(t *testing.T, names []string, fn func(t *testing.T, db *testDB)) {
+	t.Helper()
+	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			fn(t, openDB(t, name))

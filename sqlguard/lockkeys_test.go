@@ -15,7 +15,7 @@ import (
 // httpmw.LockKeys guards both accounts' locks, and each row carries the
 // fence of its own account's lock.
 func TestBeginTx_underLockKeys(t *testing.T) {
-	eachDB(t, func(t *testing.T, db *testDB) {
+	eachWriteDB(t, func(t *testing.T, db *testDB) {
 		fences, accounts := db.fenceTable(t), db.accounts(t)
 		db.exec(t, "INSERT INTO "+accounts+" (id, balance, fence) VALUES (2, 0, 0)")
 		locks := locktest.New()

@@ -32,7 +32,7 @@ var lockBackends = []struct {
 // refused and B's survives; without it (the negative control) A's write is
 // accepted and silently overwrites B's.
 func TestStaleHolder(t *testing.T) {
-	eachDB(t, func(t *testing.T, db *testDB) {
+	eachWriteDB(t, func(t *testing.T, db *testDB) {
 		for _, lb := range lockBackends {
 			t.Run(lb.name, func(t *testing.T) {
 				locks := lb.new(t)

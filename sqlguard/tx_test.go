@@ -62,7 +62,7 @@ func assertEnded(t *testing.T, ctx context.Context, tx *sqlguard.Tx, want error)
 }
 
 func TestTx_Update_rowGuard(t *testing.T) {
-	eachDB(t, func(t *testing.T, db *testDB) {
+	eachWriteDB(t, func(t *testing.T, db *testDB) {
 		ctx := context.Background()
 		fences, accounts, ledger := db.fenceTable(t), db.accounts(t), db.ledger(t)
 

@@ -130,7 +130,7 @@ func TestTx_writes(t *testing.T) {
 // Issue 15, point 2: under several locks BeginTx guards each of them, and a
 // row guard compares with the fence of the lock that protects the row.
 func TestBeginTx_multiKey(t *testing.T) {
-	eachDB(t, func(t *testing.T, db *testDB) {
+	eachWriteDB(t, func(t *testing.T, db *testDB) {
 		ctx := context.Background()
 		fences, accounts := db.fenceTable(t), db.accounts(t)
 		db.exec(t, "INSERT INTO "+accounts+" (id, balance, fence) VALUES (2, 0, 0)")
@@ -187,6 +187,43 @@ func TestBeginTx_multiKey(t *testing.T) {
 	})
 }
 
+// Issue 15, point 2: a row guard compares the row's fence with the fence of
+// the lock that protects the row, not with another lock's. Row 1 is A's; a
+// row fence above A's but not above B's is stale for it.
+func TestBeginTx_multiKey_rowComparesItsOwnLock(t *testing.T) {
+	eachWriteDB(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		fences, accounts := db.fenceTable(t), db.accounts(t)
+		locks := locktest.New()
+		defer locks.Close()
+		ka, kb := "acct:"+accounts+":1", "acct:"+accounts+":2"
+		for range 3 { // fences are per key: move B's ahead of A's
+			mustAcquire(t, locks, kb).Release(ctx)
+		}
+		la, lb := mustAcquire(t, locks, ka), mustAcquire(t, locks, kb)
+		defer la.Release(ctx)
+		defer lb.Release(ctx)
+		if la.Fence() >= lb.Fence() {
+			t.Fatalf("fences A %d, B %d: want A's lower", la.Fence(), lb.Fence())
+		}
+		db.exec(t, "UPDATE "+accounts+" SET fence = ? WHERE id = 1", int64(lb.Fence()))
+		lctx := core.ContextWithLock(core.ContextWithLock(ctx, la), lb) // B innermost
+		tx, err := sqlguard.BeginTx(lctx, db.db, nil, sqlguard.WithTable(fences))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback()
+		var se *sqlguard.StaleFenceError
+		_, err = tx.Update(accounts).Add("balance", 1).Where("id", 1).For(ka).Exec(ctx)
+		if !errors.As(err, &se) || se.Resource != ka || se.Fence != la.Fence() || se.Current != lb.Fence() {
+			t.Fatalf("row 1 under A's lock, row fence B's: %v, want stale against A's fence", err)
+		}
+		if b, f := db.row(t, accounts, 1); b != 0 || uint64(f) != lb.Fence() {
+			t.Fatalf("row 1 = (%d, %d), want it untouched", b, f)
+		}
+	})
+}
+
 func mustAcquire(t *testing.T, c *core.Client, key string) *core.Lock {
 	t.Helper()
 	l, err := c.Acquire(context.Background(), key)
@@ -199,7 +236,7 @@ func mustAcquire(t *testing.T, c *core.Client, key string) *core.Lock {
 // Issue 15, point 5: after sqlguard ended a transaction, every path says so:
 // Err gives the reason and QueryRowContext sends nothing.
 func TestTx_endedPaths(t *testing.T) {
-	eachDB(t, func(t *testing.T, db *testDB) {
+	eachWriteDB(t, func(t *testing.T, db *testDB) {
 		ctx := context.Background()
 		fences, accounts := db.fenceTable(t), db.accounts(t)
 		db.exec(t, "UPDATE "+accounts+" SET fence = ? WHERE id = 1", int64(base+9))
