@@ -25,6 +25,7 @@ type acquisition struct {
 	gateKey  string
 	gateHead bool // this request waits in the backend for the gate
 	free     int  // Grant.Free of the grant
+	viaGrant bool // the lock came from a grant of the store queue
 }
 
 type acqStats struct {
@@ -80,7 +81,7 @@ func (a *acquisition) contend(ctx context.Context) (l *Lock, err error) {
 	n := a.newNotices(ctx, h.Token)
 	defer n.stop()
 	defer func() {
-		if l == nil && (h.Claimed || h.QueueFor > 0) {
+		if l == nil && (h.Claimed || h.InQueue) {
 			a.c.undoAcquire(h, a.cfg) // withdraw the writer's claim, leave the queue
 		}
 	}()
@@ -94,11 +95,13 @@ func (a *acquisition) contend(ctx context.Context) (l *Lock, err error) {
 		}
 		if g.Acquired {
 			a.free = g.Free
-			a.stats.handoff = a.stats.handoff || n.granted != nil
+			a.viaGrant = n.granted != nil
+			a.stats.handoff = a.stats.handoff || a.viaGrant
 			return a.newLock(h.Token, g.Fence, sent), nil
 		}
 		h.Claimed = h.Claimed || g.Claimed
-		n.granted = nil // the grant lapsed before we confirmed it
+		h.InQueue = h.InQueue || g.Queued
+		n.granted, n.refusedAt = nil, sent // a grant that follows came after sent
 		if n.woken {
 			n.lostRaces++
 		}
@@ -112,6 +115,9 @@ func (a *acquisition) contend(ctx context.Context) (l *Lock, err error) {
 		}
 		if err := a.pause(ctx, n, g.HolderTTL); err != nil {
 			return nil, err
+		}
+		if l := a.grantedLock(h.Token, n); l != nil {
+			return l, nil
 		}
 	}
 }
@@ -159,11 +165,12 @@ type notices struct {
 	lostRaces int  // attempts after a notice that found the lock taken again
 
 	// a request queued in the store (queue_remote.go)
-	qb      QueueBackend
-	token   string
-	mine    chan QueueNotice   // buffered(1): the grant to this request
-	other   chan time.Duration // buffered(1): a grant to another waiter, its lease
-	granted *QueueNotice       // set by pause when the grant arrived
+	qb        QueueBackend
+	token     string
+	mine      chan QueueNotice   // buffered(1): the grant to this request
+	other     chan time.Duration // buffered(1): a grant to another waiter, its lease
+	granted   *QueueNotice       // set by pause when the grant arrived
+	refusedAt time.Time          // when the last refused attempt was sent
 }
 
 // newNotices prepares the subscription of a contender for token. A request
@@ -270,8 +277,7 @@ func (a *acquisition) pause(ctx context.Context, n *notices, holderTTL time.Dura
 }
 
 // waitNotice waits up to wait for a notice. A grant to this request ends the
-// wait with n.granted set, and the next attempt confirms it (see
-// queue_remote.go); a grant to another queued waiter moves the
+// wait with n.granted set (see grantedLock in queue_remote.go); a grant to another queued waiter moves the
 // timer to the end of that grant's short lease (plus a little), when this
 // waiter checks whether the grantee confirmed or the key is free again.
 func (a *acquisition) waitNotice(ctx context.Context, n *notices, wait time.Duration) error {

@@ -79,8 +79,11 @@ type Hold struct {
 
 	// QueueFor, when non-zero, asks a QueueBackend to queue a refused
 	// exclusive request in the store for that long (or renew its entry),
-	// so that a release grants it the lock (Grant.Queued).
+	// so that a release grants it the lock (Grant.Queued). InQueue marks a
+	// token an earlier attempt queued: a grant to it, or a Release of it,
+	// takes it out of the queue.
 	QueueFor time.Duration
+	InQueue  bool
 	// GrantLease is, in a Release of an exclusive hold, the lease of a hold
 	// the release grants to the head of the store's queue: short, so that
 	// a waiter that does not confirm its grant (crashed, paused) blocks

@@ -183,7 +183,10 @@ func (c *Client) arm(l *Lock) {
 		l.timer = c.clk.AfterFunc(l.deadline.Sub(c.clk.Now()), func() { c.deadlinePassed(l) })
 	}
 	l.mu.Unlock()
-	if l.cfg.autoRefresh {
+	switch {
+	case !l.confirmBy.IsZero():
+		c.rn.addAt(l, l.confirmBy)
+	case l.cfg.autoRefresh:
 		c.rn.add(l)
 	}
 }

@@ -24,7 +24,10 @@ type ending struct {
 	// yield: the release notified waiters of other processes, so the next
 	// local waiter stands back before it contends.
 	yield bool
-	err   error // a release error after which the lock still ended locally
+	// remote: waiters of other Clients are known to wait (the release
+	// granted the lock from the store queue or reached their subscriptions).
+	remote bool
+	err    error // a release error after which the lock still ended locally
 }
 
 // end moves l out of the held state, drops the Client's references to it,
@@ -42,7 +45,7 @@ func (c *Client) end(l *Lock, e ending) bool {
 			q.holderLock = e.next
 		} else {
 			q.holder, q.holderLock, q.handoffs = false, nil, 0
-			q.yield = e.yield
+			q.yield, q.remote = e.yield, e.remote
 			c.passHeadLocked(q, l.keys.Lock)
 			q.yield = false
 		}
@@ -139,7 +142,7 @@ func (c *Client) release(ctx context.Context, l *Lock) error {
 	}
 	// On a transport error the lease may still run in the backend; it
 	// expires there on its own. Locally the lock is over either way.
-	c.end(l, ending{ctx: ctx, yield: r.RemoteWaiters && !r.Granted, err: err})
+	c.end(l, ending{ctx: ctx, yield: r.RemoteWaiters && !r.Granted, remote: r.RemoteWaiters || r.Granted, err: err})
 	return err
 }
 

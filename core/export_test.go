@@ -20,3 +20,10 @@ func ShardOf(names []string, key string) int {
 	}
 	return rendezvous(seeds, KeysFor(DefaultPrefix, key).Tag)
 }
+
+// GrantFromArrival counts a store-queue grant's validity from the arrival
+// of its notice instead of the waiter's last refused attempt: the unsafe
+// rule, for the negative control of the paused-grantee test.
+func GrantFromArrival() Option {
+	return callOption("GrantFromArrival", func(c *config) { c.grantFromArrival = true })
+}

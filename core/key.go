@@ -28,10 +28,10 @@ type Keys struct {
 	Leases string
 	Claims string
 	// Waiters of every Client queued in Redis for an exclusive hold: Queue
-	// lists their tokens in arrival order, QueueDeadlines holds each
-	// entry's end (a waiter that died falls out).
-	Queue          string
-	QueueDeadlines string
+	// lists their tokens in arrival order; each waiter's entry, Queue + ":"
+	// + the hex SHA-1 of its token, exists while it waits (a waiter that
+	// died falls out when its entry ends).
+	Queue string
 }
 
 // ValidateKey reports whether key may be locked: non-empty, at most
@@ -67,7 +67,7 @@ func backendKeys(prefix, key string) Keys {
 	}
 	base := prefix + "{" + tag + "}"
 	return Keys{Prefix: prefix, Tag: tag, Lock: base, Fence: base + ":f", Channel: base + ":r", Leases: base + ":e", Claims: base + ":w",
-		Queue: base + ":q", QueueDeadlines: base + ":qd"}
+		Queue: base + ":q"}
 }
 
 // KeysFor returns the backend keys the Client uses for key under prefix (for

@@ -31,8 +31,11 @@ type Lock struct {
 	cfg     config
 	start   time.Time // when the acquiring command was sent (Client clock)
 	handoff bool
-	data    any // observer state
-	done    chan struct{}
+	// confirmBy: a hold granted from the store queue and not confirmed yet
+	// (queue_remote.go) is renewed at this time, watchdog or not.
+	confirmBy time.Time
+	data      any // observer state
+	done      chan struct{}
 
 	mu        sync.Mutex
 	state     lockState

@@ -121,6 +121,10 @@ type config struct {
 	permits        int
 	storeQueue     bool          // WithStoreQueue
 	grantLease     time.Duration // WithGrantLease
+	// grantFromArrival counts a store-queue grant's validity from the
+	// notice's arrival (tests only: the negative control of the rule in
+	// grantedLock)
+	grantFromArrival bool
 
 	clock   Clock
 	redis   redisConfig

@@ -16,6 +16,13 @@ type keyQueue struct {
 	handoffs     int  // consecutive local hand-offs
 	handoffTotal int  // every local hand-off since the queue formed
 	yield        bool // the next head stands back first (see grantMsg.yield)
+	// turn is how many local waiters there were when this Client's hold
+	// of the key began; remote is set while waiters of other Clients are
+	// known to queue in the store (this Client's hold came from a grant,
+	// or its last release granted or reached other waiters): one turn then
+	// serves the local waiters once (queue_remote.go).
+	turn   int
+	remote bool
 
 	// What the head last heard from the backend: the key held by another
 	// owner (seenHeld) with holderTTL left, at seenAt.
@@ -124,6 +131,7 @@ func (a *acquisition) lead(ctx context.Context) (*Lock, error) {
 	q.contending = false
 	if l != nil {
 		q.holder, q.holderLock, q.handoffs = true, l, 0
+		q.turn, q.remote = len(q.waiters), q.remote || a.viaGrant
 	} else {
 		c.passHeadLocked(q, a.keys.Lock)
 	}
@@ -192,12 +200,23 @@ func (c *Client) nextLocal(l *Lock) (*keyQueue, *waiter) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	q := c.queues[l.keys.Lock]
-	if q == nil || q.holderLock != l || len(q.waiters) == 0 || q.handoffs >= l.cfg.handoffLimit || c.closed {
+	if q == nil || q.holderLock != l || len(q.waiters) == 0 || q.handoffs >= q.handoffCap(l.cfg.handoffLimit) || c.closed {
 		return nil, nil
 	}
 	q.handoffs++
 	q.handoffTotal++
 	return q, q.pop()
+}
+
+// handoffCap is how many local hand-offs in a row this turn may make: the
+// configured limit, and while waiters of other Clients queue in the store
+// no more than the local waiters present when the turn began (at least
+// one), so that every instance's waiters wait about one round of turns.
+func (q *keyQueue) handoffCap(limit int) int {
+	if q.remote {
+		return min(limit, max(q.turn, 1))
+	}
+	return limit
 }
 
 func (q *keyQueue) pop() *waiter {

@@ -40,26 +40,30 @@ func TestQueueChild(t *testing.T) {
 	c := core.New(rdb)
 	defer func() { _ = c.Close(); _ = rdb.Close() }()
 	ctx := context.Background()
+	opts := []core.Option{core.WithWait(4 * time.Second), core.WithTTL(2 * time.Second), core.WithAutoRefresh()}
+	if os.Getenv("FENCEDLOCK_QUEUE_CHILD_ARRIVAL") != "" {
+		opts = append(opts, core.GrantFromArrival())
+	}
 	fmt.Println("waiting")
-	l, err := c.Acquire(ctx, faultKey, core.WithWait(4*time.Second), core.WithTTL(2*time.Second), core.WithAutoRefresh())
+	l, err := c.Acquire(ctx, faultKey, opts...)
 	if err != nil {
 		fmt.Println("error", err)
 		return
 	}
 	fmt.Println("acquired", l.Fence())
-	enterWitness(ctx, rdb, "child")
+	enterWitness(ctx, rdb, "child", 30*time.Millisecond)
 	_ = l.Release(ctx)
 	fmt.Println("released")
 }
 
 // enterWitness is the non-atomic witness: whoever finds another holder's
 // mark, or loses its own during the pause, counts a violation.
-func enterWitness(ctx context.Context, rdb *redis.Client, id string) {
+func enterWitness(ctx context.Context, rdb *redis.Client, id string, hold time.Duration) {
 	if v := rdb.Get(ctx, "witness").Val(); v != "" {
 		rdb.Incr(ctx, "violations")
 	}
 	rdb.Set(ctx, "witness", id, 0)
-	time.Sleep(30 * time.Millisecond)
+	time.Sleep(hold)
 	if rdb.Get(ctx, "witness").Val() != id {
 		rdb.Incr(ctx, "violations")
 	}
@@ -84,7 +88,7 @@ type waiterResult struct {
 	err   error
 }
 
-func startFaultRun(t *testing.T, childAddr string, srv *redistest.Server, opts ...core.Option) *faultRun {
+func startFaultRun(t *testing.T, childAddr string, srv *redistest.Server, childEnv []string, opts ...core.Option) *faultRun {
 	if testing.Short() {
 		t.Skip("process fault test")
 	}
@@ -96,7 +100,7 @@ func startFaultRun(t *testing.T, childAddr string, srv *redistest.Server, opts .
 	if r.holder, err = holder.Acquire(ctx, faultKey, core.WithTTL(5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	r.startChild(childAddr)
+	r.startChild(childAddr, childEnv)
 	k := core.KeysFor(core.DefaultPrefix, faultKey)
 	waitFor(t, func() bool { return r.admin.LLen(ctx, k.Queue).Val() == 1 }, "the child queued")
 	go func() {
@@ -104,8 +108,7 @@ func startFaultRun(t *testing.T, childAddr string, srv *redistest.Server, opts .
 		res := waiterResult{at: time.Now(), err: err}
 		if err == nil {
 			res.fence = l.Fence()
-			enterWitness(ctx, r.admin, "waiter")
-			time.Sleep(300 * time.Millisecond) // the child resumes meanwhile
+			enterWitness(ctx, r.admin, "waiter", 300*time.Millisecond) // the child resumes meanwhile
 			_ = l.Release(ctx)
 		}
 		r.got <- res
@@ -114,9 +117,9 @@ func startFaultRun(t *testing.T, childAddr string, srv *redistest.Server, opts .
 	return r
 }
 
-func (r *faultRun) startChild(addr string) {
+func (r *faultRun) startChild(addr string, env []string) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestQueueChild$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), "FENCEDLOCK_QUEUE_CHILD="+addr)
+	cmd.Env = append(append(os.Environ(), "FENCEDLOCK_QUEUE_CHILD="+addr), env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		r.t.Fatal(err)
@@ -203,7 +206,7 @@ func TestQueueFault_grantedWaiterStopped(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			srv := redistest.Start(t)
-			r := startFaultRun(t, srv.Addr(), srv, core.WithGrantLease(c.lease))
+			r := startFaultRun(t, srv.Addr(), srv, nil, core.WithGrantLease(c.lease))
 			if err := r.child.Process.Signal(syscall.SIGSTOP); err != nil {
 				t.Fatal(err)
 			}
@@ -228,7 +231,7 @@ func TestQueueFault_grantedWaiterStopped(t *testing.T) {
 // is granted once and lapses after the grant lease.
 func TestQueueFault_queuedWaiterKilled(t *testing.T) {
 	srv := redistest.Start(t)
-	r := startFaultRun(t, srv.Addr(), srv)
+	r := startFaultRun(t, srv.Addr(), srv, nil)
 	if err := r.child.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +248,7 @@ func TestQueueFault_queuedWaiterKilled(t *testing.T) {
 func TestQueueFault_queuedWaiterPartitioned(t *testing.T) {
 	srv := redistest.Start(t)
 	p := redistest.NewProxy(t, srv.Addr())
-	r := startFaultRun(t, p.Addr(), srv)
+	r := startFaultRun(t, p.Addr(), srv, nil)
 	p.Block()
 	d, w := r.releaseAndWait()
 	if d < 90*time.Millisecond || d > 100*time.Millisecond+faultMargin {
@@ -263,7 +266,7 @@ func TestQueueFault_queuedWaiterPartitioned(t *testing.T) {
 // increasing fences.
 func TestQueueFault_redisRestartedEmpty(t *testing.T) {
 	srv := redistest.Start(t)
-	r := startFaultRun(t, srv.Addr(), srv)
+	r := startFaultRun(t, srv.Addr(), srv, nil)
 	srv.Restart()
 	var res waiterResult
 	select {
@@ -282,4 +285,34 @@ func TestQueueFault_redisRestartedEmpty(t *testing.T) {
 		t.Fatalf("child and waiter both got fence %d", f)
 	}
 	r.noViolations()
+}
+
+// TestQueueFault_pausedGranteeControl is the negative control of the rule
+// that a grant's validity counts from the waiter's last refused attempt:
+// counted from the notice's arrival instead, the child SIGSTOPped past its
+// grant lease resumes believing it holds the lock while the waiter does,
+// and the witness sees both inside.
+func TestQueueFault_pausedGranteeControl(t *testing.T) {
+	srv := redistest.Start(t)
+	r := startFaultRun(t, srv.Addr(), srv, []string{"FENCEDLOCK_QUEUE_CHILD_ARRIVAL=1"})
+	if err := r.child.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	released := time.Now()
+	if err := r.holder.Release(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The waiter takes the lock after the grant lease and holds the
+	// witness for 300 ms; resume the child inside that window.
+	time.Sleep(150 * time.Millisecond)
+	if err := r.child.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.childFence(3 * time.Second); !ok {
+		t.Fatal("the child did not take the stale grant")
+	}
+	<-r.got
+	if v := r.admin.Get(context.Background(), "violations").Val(); v == "" {
+		t.Fatalf("no overlap seen %v after the release: the control shows nothing", time.Since(released))
+	}
 }

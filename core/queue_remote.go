@@ -108,14 +108,39 @@ func (a *acquisition) entryLife() time.Duration {
 	return max(life, time.Millisecond)
 }
 
-// A grant notice is confirmed by the waiter's next attempt (acquire.lua
-// finds the key holding its token: a full lease, the granted fence), and
-// only then is the Lock returned. Accepting the notice alone would save
-// that round trip, but a waiter paused between the grant and reading the
-// notice could not tell: it would count its validity from the late
-// arrival and believe in a lease that had already lapsed and gone to the
-// next waiter. With the confirmation the deadline counts from a command
-// sent before the lease was extended, as for every other acquisition.
+// grantedLock is the Lock a grant notice gave this request, or nil when the
+// next attempt must confirm the grant first (the attempt finds the key
+// holding our token: a full lease, the granted fence).
+//
+// The grant happened after our last refused attempt reached the store, so
+// its lease ends no earlier than that attempt's send time plus the grant
+// lease: that is the validity deadline, less the drift allowance. While a
+// useful part of it is left (a quarter of the grant lease) the Lock is
+// returned at once, with no round trip of its own, and a confirmation (a
+// renewal to the full TTL) is due halfway through the grant lease unless
+// the lock has ended by then. A waiter paused between the grant and the
+// notice (or queued longer than the grant lease) finds too little left and
+// confirms first; if the grant lapsed meanwhile its attempt joins the
+// queue again.
+func (a *acquisition) grantedLock(token string, n *notices) *Lock {
+	qn := n.granted
+	if qn == nil || n.refusedAt.IsZero() {
+		return nil
+	}
+	from := n.refusedAt
+	if a.cfg.grantFromArrival {
+		from = a.c.clk.Now() // the unsafe rule, for the negative control
+	}
+	deadline := from.Add(qn.Lease - a.cfg.driftFor(qn.Lease))
+	if deadline.Sub(a.c.clk.Now()) < qn.Lease/4 {
+		return nil
+	}
+	l := a.newLock(token, qn.Fence, from)
+	l.deadline = deadline
+	l.confirmBy = from.Add(qn.Lease / 2)
+	a.viaGrant, a.stats.handoff = true, true
+	return l
+}
 
 // NewSharded over Redis backends: each key queues on its own shard.
 

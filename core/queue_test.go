@@ -36,8 +36,8 @@ func (q *queueScripts) take(tok string, life time.Duration) []int64 {
 	keys := []string{q.k.Lock, q.k.Fence, q.k.Leases, q.k.Claims}
 	args := []any{tok, 10000, 86400000}
 	if life > 0 {
-		keys = append(keys, q.k.Queue, q.k.QueueDeadlines)
-		args = append(args, "", 20000, "", life.Milliseconds())
+		keys = append(keys, q.k.Queue, q.k.Queue+":"+sha1hex(tok))
+		args = append(args, "", 20000, "", life.Milliseconds(), "1")
 	}
 	res, err := q.rdb.Eval(context.Background(), q.acquire, keys, args...).Int64Slice()
 	if err != nil {
@@ -50,7 +50,7 @@ func (q *queueScripts) take(tok string, life time.Duration) []int64 {
 // with a grant lease of 100 ms; leaving marks a waiter that gives up.
 func (q *queueScripts) drop(src, tok string, leaving bool) int64 {
 	q.t.Helper()
-	keys := []string{q.k.Lock, q.k.Channel, q.k.Fence, q.k.Leases, q.k.Claims, q.k.Queue, q.k.QueueDeadlines}
+	keys := []string{q.k.Lock, q.k.Channel, q.k.Fence, q.k.Leases, q.k.Claims, q.k.Queue}
 	leave := ""
 	if leaving {
 		leave = "1"
@@ -126,9 +126,9 @@ func TestQueueScripts_releaseGrantsHead(t *testing.T) {
 	}
 }
 
-// TestQueueScripts_deadWaitersFallOut: an entry past its deadline is
+// TestQueueScripts_deadWaitersFallOut: a waiter whose entry ended is
 // skipped by the grant; a waiter that gives up leaves. The negative
-// control runs a release that ignores the deadlines and grants the dead
+// control runs a release that ignores the entries and grants the dead
 // waiter.
 func TestQueueScripts_deadWaitersFallOut(t *testing.T) {
 	for _, c := range []struct {
@@ -137,7 +137,9 @@ func TestQueueScripts_deadWaitersFallOut(t *testing.T) {
 		want   string
 	}{
 		{"protected", func(s string) string { return s }, "E"},
-		{"control: deadlines ignored", func(s string) string { return strings.Replace(s, "if d > now then", "if true then", 1) }, "D"},
+		{"control: entries ignored", func(s string) string {
+			return strings.Replace(s, "if redis.call('DEL', KEYS[6] .. ':' .. id) == 1 then", "if true then", 1)
+		}, "D"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rdb := redistest.Start(t).Client(t)
@@ -214,10 +216,11 @@ func TestQueue_fifoAcrossClients(t *testing.T) {
 		}
 		last = g.fence
 	}
-	// Every fence came from a grant in a release (HGET of the queue entry,
-	// then INCR), each confirmed by its waiter's one attempt.
-	if calls := commandCalls(t, admin); calls["hget"] != 4 || calls["incr"] != 4 {
-		t.Errorf("commands %v; want 4 grants (HGET+INCR each)", calls)
+	// Every fence came from a grant in a release (SET of the waiter's
+	// token, INCR), and no waiter sent an acquire of its own: each was
+	// queued for less than the grant lease, so it used the grant at once.
+	if calls := commandCalls(t, admin); calls["set"] != 4 || calls["incr"] != 4 {
+		t.Errorf("commands %v; want 4 grants (SET+INCR each) and no acquire attempt", calls)
 	}
 }
 
@@ -327,7 +330,7 @@ func TestQueue_giveUpLeavesQueue(t *testing.T) {
 		t.Fatal("acquired a held key")
 	}
 	waitFor(t, func() bool {
-		return admin.LLen(ctx, k.Queue).Val() == 0 && admin.HLen(ctx, k.QueueDeadlines).Val() == 0
+		return admin.LLen(ctx, k.Queue).Val() == 0 && len(admin.Keys(ctx, k.Queue+":*").Val()) == 0
 	}, "the waiter left the queue")
 	if err := l.Release(ctx); err != nil {
 		t.Fatal(err)

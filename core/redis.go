@@ -146,8 +146,12 @@ func acquireArgs(h Hold, ttl time.Duration) ([]string, []any) {
 		args = append(args, "", ms(claimTTL(ttl)), claimed)
 	}
 	if h.QueueFor > 0 {
-		keys = append(keys, h.Keys.Queue, h.Keys.QueueDeadlines)
-		args = append(args, ms(h.QueueFor))
+		inQueue := ""
+		if h.InQueue {
+			inQueue = "1"
+		}
+		keys = append(keys, h.Keys.Queue, h.Keys.Queue+":"+queueID(h.Token))
+		args = append(args, ms(h.QueueFor), inQueue)
 	}
 	return keys, args
 }

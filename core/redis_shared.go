@@ -66,14 +66,14 @@ func (b *redisBackend) releaseArgs(h Hold) ([]string, []any) {
 	if h.Mode == Exclusive && b.queues() {
 		// the queue: a release grants the lock to its head
 		leaving := ""
-		if h.QueueFor > 0 {
+		if h.InQueue {
 			leaving = "1"
 		}
 		lease := h.GrantLease
 		if lease <= 0 {
 			lease = DefaultGrantLease
 		}
-		keys = append(keys, h.Keys.Leases, h.Keys.Claims, h.Keys.Queue, h.Keys.QueueDeadlines)
+		keys = append(keys, h.Keys.Leases, h.Keys.Claims, h.Keys.Queue)
 		return keys, append(args, fence, claimed, ms(lease), fenceTTL(lease), leaving)
 	}
 	if h.Mode == Exclusive && !h.Claimed {

@@ -28,13 +28,16 @@ func (r *renewer) init(c *Client) {
 	r.done = make(chan struct{})
 }
 
-func (r *renewer) add(l *Lock) {
+func (r *renewer) add(l *Lock) { r.addAt(l, r.c.clk.Now().Add(l.cfg.renewEvery())) }
+
+// addAt schedules l's next renewal at due.
+func (r *renewer) addAt(l *Lock, due time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped || l.heapIdx >= 0 {
 		return
 	}
-	l.due = r.c.clk.Now().Add(l.cfg.renewEvery())
+	l.due = due
 	heap.Push(&r.h, l)
 	if !r.started {
 		r.started = true
@@ -160,6 +163,9 @@ func (r *renewer) reschedule(l *Lock, sent time.Time, err error) {
 	defer r.mu.Unlock()
 	if !held || r.stopped || l.heapIdx >= 0 {
 		return
+	}
+	if !l.cfg.autoRefresh && err == nil {
+		return // the confirmation of a store-queue grant, without a watchdog
 	}
 	every := l.cfg.renewEvery()
 	if err == nil {

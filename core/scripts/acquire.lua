@@ -10,10 +10,13 @@
 -- record this waiting writer's claim so new shared holds queue behind it;
 -- ARGV[6] (optional) '1' when an earlier attempt recorded a claim, which a
 -- grant withdraws.
--- KEYS[5] waiters' queue (list of tokens), KEYS[6] their deadlines (hash
--- token -> ms); ARGV[7] (optional) queue entry life ms: a request refused
--- by an exclusive holder joins the queue (or renews its entry), and a
--- release grants the lock to the queue's head (release.lua).
+-- KEYS[5] the store queue of waiters (a list of tokens), KEYS[6] this
+-- token's entry (KEYS[5] .. ':' .. sha1hex(token)): it exists while the
+-- waiter is alive; ARGV[7] (optional) the entry's life ms: a request
+-- refused by an exclusive holder joins the queue (or renews its entry), and
+-- a release grants the lock to the queue's head (release.lua); ARGV[8]
+-- '1' when an earlier attempt of this token joined the queue, which a grant
+-- leaves.
 -- Returns {1, fence} when acquired, {0, holder pttl, claimed, queued} when
 -- held elsewhere.
 local function grant()
@@ -34,7 +37,7 @@ local function grant()
   if ARGV[6] == '1' and KEYS[4] then
     redis.call('ZREM', KEYS[4], ARGV[1])
   end
-  if ARGV[7] and redis.call('HDEL', KEYS[6], ARGV[1]) == 1 then
+  if ARGV[8] == '1' and redis.call('DEL', KEYS[6]) == 1 then
     redis.call('LREM', KEYS[5], 1, ARGV[1]) -- queued earlier: leave
   end
   return {1, n}
@@ -55,17 +58,19 @@ if type(v) ~= 'table' or not KEYS[4] then
   if not ARGV[7] or v == false then
     return {0, pttl, 0, 0}
   end
-  -- Join the queue behind the holder, or renew this request's entry. The
-  -- entry's deadline lets a waiter that died fall out.
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local life = tonumber(ARGV[7])
-  if redis.call('HSET', KEYS[6], ARGV[1], now + life) == 1 then
-    redis.call('RPUSH', KEYS[5], ARGV[1])
-  end
-  if redis.call('PTTL', KEYS[5]) < life then
-    redis.call('PEXPIRE', KEYS[5], life)
+  -- Join the queue behind the holder, or renew this request's entry (a
+  -- waiter that died falls out when its entry ends). The queue lives as
+  -- long as its longest entry.
+  local life = ARGV[7]
+  if redis.call('SET', KEYS[6], '1', 'NX', 'PX', life) then
+    if redis.call('RPUSH', KEYS[5], ARGV[1]) == 1 then
+      redis.call('PEXPIRE', KEYS[5], life)
+    else
+      redis.call('PEXPIRE', KEYS[5], life, 'GT')
+    end
+  else
     redis.call('PEXPIRE', KEYS[6], life)
+    redis.call('PEXPIRE', KEYS[5], life, 'GT')
   end
   return {0, pttl, 0, 1}
 end

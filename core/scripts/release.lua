@@ -1,8 +1,9 @@
 -- Release: compare the owner token, delete, notify waiters. One round trip.
 -- KEYS[1] lock key, KEYS[2] release channel, KEYS[3] fence counter;
 -- KEYS[4] holder leases, KEYS[5] writers' claims (optional: shared and
--- permit holds, see acquire_shared.lua); KEYS[6] waiters' queue, KEYS[7]
--- their deadlines (optional: see acquire.lua)
+-- permit holds, see acquire_shared.lua); KEYS[6] the store queue of
+-- waiters (optional: see acquire.lua; each waiter's entry is
+-- KEYS[6] .. ':' .. sha1hex(token), in the same slot)
 -- ARGV[1] owner token, ARGV[2] publish command (PUBLISH or SPUBLISH),
 -- ARGV[3] (optional, '' for none) the hold's fence,
 -- ARGV[4] (optional) '1' to withdraw this token's writer claim,
@@ -14,7 +15,7 @@
 -- the fence counter still stands at our fence (no one acquired after us: a
 -- re-sent release whose first send landed); 0 when the token does not hold
 -- the lock.
-if ARGV[7] == '1' and redis.call('HDEL', KEYS[7], ARGV[1]) == 1 then
+if ARGV[7] == '1' and redis.call('DEL', KEYS[6] .. ':' .. redis.sha1hex(ARGV[1])) == 1 then
   redis.call('LREM', KEYS[6], 1, ARGV[1])
 end
 if ARGV[4] == '1' and KEYS[5] and redis.call('ZREM', KEYS[5], ARGV[1]) == 1 then
@@ -27,20 +28,18 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Hand the lock to the first live waiter of the queue: its token, a new
--- fence, a short lease its first renewal extends; the notice names it
--- (by a hash of its token) with the fence and the lease.
+-- Hand the lock to the first live waiter of the queue (its entry still
+-- exists; deleting it takes the waiter out): its token, a new fence, a
+-- short lease its confirmation extends; the notice names it (by the hash
+-- of its token) with the fence and the lease.
 local function grant_next()
-  local now
   while true do
     local tok = redis.call('LPOP', KEYS[6])
     if not tok then
       return nil
     end
-    now = now or now_ms()
-    local d = tonumber(redis.call('HGET', KEYS[7], tok) or '0')
-    redis.call('HDEL', KEYS[7], tok)
-    if d > now then
+    local id = redis.sha1hex(tok)
+    if redis.call('DEL', KEYS[6] .. ':' .. id) == 1 then
       redis.call('SET', KEYS[1], tok, 'PX', ARGV[5])
       local n = redis.call('INCR', KEYS[3])
       if n == 1 then
@@ -48,7 +47,7 @@ local function grant_next()
         n = tonumber(t[1]) * 1000000 + tonumber(t[2])
         redis.call('SET', KEYS[3], string.format('%.0f', n), 'PX', ARGV[6])
       end
-      local msg = 'g ' .. redis.sha1hex(tok) .. ' ' .. string.format('%.0f', n) .. ' ' .. ARGV[5]
+      local msg = 'g ' .. id .. ' ' .. string.format('%.0f', n) .. ' ' .. ARGV[5]
       return -2 - redis.call(ARGV[2], KEYS[2], msg)
     end
   end
@@ -56,13 +55,11 @@ end
 
 local v = redis.pcall('GET', KEYS[1])
 if v == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  if KEYS[6] then
-    local g = grant_next()
-    if g then
-      return g
-    end
+  local g = KEYS[6] and grant_next()
+  if g then
+    return g -- the grant replaced our token
   end
+  redis.call('DEL', KEYS[1])
   return 1 + redis.call(ARGV[2], KEYS[2], '1')
 end
 if type(v) == 'table' and KEYS[4] and redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
