@@ -77,7 +77,9 @@ func TestServe_reflectionAndPay(t *testing.T) {
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
 	for i := range errs {
-		wg.Go(func() { _, errs[i] = client.Pay(context.Background(), &orderpb.PayRequest{OrderId: "7", AmountCents: 100}) })
+		wg.Go(func() {
+			_, errs[i] = client.Pay(context.Background(), &orderpb.PayRequest{OrderId: "7", AmountCents: 100})
+		})
 	}
 	wg.Wait()
 	ok, aborted := 0, 0
