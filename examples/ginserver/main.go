@@ -227,6 +227,10 @@ func (s *shop) claim(c *gin.Context) {
 	ctx := c.Request.Context() // carries the lock; cancelled if it is lost
 	id := c.Param("id")
 	n, err := s.remaining(ctx, id)
+	if errors.Is(err, redis.Nil) {
+		c.JSON(http.StatusNotFound, gin.H{"error": "no such coupon"})
+		return
+	}
 	if err != nil {
 		c.JSON(http.StatusServiceUnavailable, gin.H{"error": "stock unavailable"})
 		return

@@ -227,6 +227,10 @@ func (s *shop) claim(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context() // carries the lock; cancelled if it is lost
 	id := r.PathValue("id")
 	n, err := s.remaining(ctx, id)
+	if errors.Is(err, redis.Nil) {
+		http.Error(w, "no such coupon", http.StatusNotFound)
+		return
+	}
 	if err != nil {
 		http.Error(w, "stock unavailable", http.StatusServiceUnavailable)
 		return

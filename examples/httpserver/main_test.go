@@ -93,6 +93,10 @@ func TestServe_outsideClient(t *testing.T) {
 		t.Fatalf("debug page: %d %s", code, body)
 	}
 
+	if code, _, _ := call(t, http.MethodPost, base+"/coupons/404/claim"); code != http.StatusNotFound {
+		t.Fatalf("unknown coupon: %d, want 404", code)
+	}
+
 	rs.Kill()
 	start := time.Now()
 	code, ra, _ := call(t, http.MethodPost, base+"/coupons/2/claim")
