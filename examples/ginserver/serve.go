@@ -21,6 +21,7 @@ func serve(ctx context.Context, addr string, h http.Handler, s *shop) error {
 // second so a load test keeps exercising the lock rather than the "sold
 // out" path, then shuts down gracefully.
 func serveOn(ctx context.Context, ln net.Listener, h http.Handler, s *shop) error {
+	s.restockAll(ctx) // before the first request, which would find no stock
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -29,18 +30,23 @@ func serveOn(ctx context.Context, ln net.Listener, h http.Handler, s *shop) erro
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		for _, id := range []string{"1", "2"} {
-			if err := s.restock(ctx, id); err != nil && ctx.Err() == nil {
-				fmt.Println("restock:", err)
-			}
-		}
 		select {
 		case <-tick.C:
-			continue
+			s.restockAll(ctx)
 		case err := <-served:
 			return err
 		case <-ctx.Done():
+			return shutdown(ctx, srv, served)
 		}
-		return shutdown(ctx, srv, served)
+	}
+}
+
+// restockAll refills coupons 1 and 2; a failure (Redis down) is printed
+// and retried at the next tick.
+func (s *shop) restockAll(ctx context.Context) {
+	for _, id := range []string{"1", "2"} {
+		if err := s.restock(ctx, id); err != nil && ctx.Err() == nil {
+			fmt.Println("restock:", err)
+		}
 	}
 }

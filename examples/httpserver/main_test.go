@@ -61,6 +61,9 @@ func TestServe_outsideClient(t *testing.T) {
 			t.Errorf("serve: %v", err)
 		}
 	})
+	// Closed before the server stops (cleanups run last-in first-out): a
+	// connection dialled but never used would hold Shutdown for 5 s.
+	t.Cleanup(client.CloseIdleConnections)
 	waitServing(t, base)
 
 	counts := map[int]int{}
@@ -81,11 +84,8 @@ func TestServe_outsideClient(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	// A 503 is a stalled dial on a loaded machine (the client is set to
-	// fail fast), logged above; anything else, or two 200s, is a failure.
-	if counts[http.StatusOK] != 1 || counts[http.StatusConflict] < 1 ||
-		counts[http.StatusOK]+counts[http.StatusConflict]+counts[http.StatusServiceUnavailable] != 10 {
-		t.Fatalf("burst of 10 claims: %v, want one 200 and 409s", counts)
+	if counts[http.StatusOK] != 1 || counts[http.StatusConflict] != 9 {
+		t.Fatalf("burst of 10 claims: %v, want one 200 and nine 409", counts)
 	}
 	code, _, body := call(t, http.MethodGet, base+"/debug/locks?format=json")
 	var doc lockdebug.Document
@@ -107,6 +107,9 @@ func TestServe_outsideClient(t *testing.T) {
 	t.Logf("first 503 with Redis down after %v, Retry-After: %s", took, ra)
 }
 
+// client is the test's outside client.
+var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
+
 func waitServing(t *testing.T, base string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -123,7 +126,7 @@ func waitServing(t *testing.T, base string) {
 
 func call(t *testing.T, method, url string) (code int, retryAfter, body string) {
 	req, _ := http.NewRequest(method, url, nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, "", err.Error()
 	}
