@@ -35,7 +35,7 @@ Global flags (also accepted after the command):
 
 Columns: key (the caller's key, unescaped; "#<hash>" for keys longer than
 128 bytes, which are stored hashed), owner (Lock.Owner: a hash of the token,
-never the token), ttl_ms, fence (the holder's fence; show -json adds
+never the token), ttl_ms, fence (the holder's fence; -json adds
 fence_counter, the highest fence granted), waiters (connections subscribed to the key's release channel: one
 per waiting client process).
 

@@ -66,24 +66,7 @@ func TestServe_outsideClient(t *testing.T) {
 	t.Cleanup(client.CloseIdleConnections)
 	waitServing(t, base)
 
-	counts := map[int]int{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for range 10 {
-		wg.Go(func() {
-			code, ra, b := call(t, http.MethodPost, base+"/coupons/1/claim")
-			if code != http.StatusOK && code != http.StatusConflict {
-				t.Logf("claim: %d %s", code, b)
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			counts[code]++
-			if code == http.StatusConflict && ra == "" {
-				t.Error("409 without Retry-After")
-			}
-		})
-	}
-	wg.Wait()
+	counts := claimBurst(t, base+"/coupons/1/claim", 10)
 	if counts[http.StatusOK] != 1 || counts[http.StatusConflict] != 9 {
 		t.Fatalf("burst of 10 claims: %v, want one 200 and nine 409", counts)
 	}
@@ -109,6 +92,30 @@ func TestServe_outsideClient(t *testing.T) {
 
 // client is the test's outside client.
 var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
+
+// claimBurst sends n concurrent claims to url and counts the statuses; a
+// 409 must carry Retry-After.
+func claimBurst(t *testing.T, url string, n int) map[int]int {
+	counts := map[int]int{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			code, ra, b := call(t, http.MethodPost, url)
+			if code != http.StatusOK && code != http.StatusConflict {
+				t.Logf("claim: %d %s", code, b)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			counts[code]++
+			if code == http.StatusConflict && ra == "" {
+				t.Error("409 without Retry-After")
+			}
+		})
+	}
+	wg.Wait()
+	return counts
+}
 
 func waitServing(t *testing.T, base string) {
 	t.Helper()
