@@ -2,12 +2,15 @@ package lockdebug_test
 
 import (
 	"context"
+	"html"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fencedlock/fencedlock/core"
 )
 
 // The page in a real browser: headless chromium loads it, the DOM it built
@@ -28,7 +31,9 @@ func TestPage_inHeadlessChromium(t *testing.T) {
 	dir := t.TempDir()
 	shot := filepath.Join(dir, "debug.png")
 	dom := chromium(t, bin, dir, "--dump-dom", f.srv.URL)
-	for _, want := range []string{`<table id="held">`, "<td>coupon:&lt;42&gt;</td>", f.lock.Owner(), "POST /coupons/{id}"} {
+	waitRow := "<td><code>" + html.EscapeString(core.KeysFor(core.DefaultPrefix, "coupon:<42>").Lock) + "</code></td>"
+	for _, want := range []string{`<table id="held">`, "<td>coupon:&lt;42&gt;</td>", f.lock.Owner(), "POST /coupons/{id}",
+		`<table id="waiting">`, waitRow, `http-equiv="refresh" content="1"`} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("DOM lacks %q:\n%s", want, dom)
 		}

@@ -121,7 +121,27 @@ func (c *cli) show(ctx context.Context, g *globals, args []string) error {
 		return writeJSON(c.stdout, showRow{lockRow: row, Prefix: g.prefix})
 	}
 	writeTable(c.stdout, []lockRow{row})
+	writeDetails(c.stdout, row)
 	return nil
+}
+
+// writeDetails prints what show adds to the ls row: the backend key, the
+// fence counter and each shared or permit holder.
+func writeDetails(w io.Writer, r lockRow) {
+	fmt.Fprintf(w, "\nbackend key:   %s\n", r.BackendKey)
+	if r.FenceCounter > 0 {
+		fmt.Fprintf(w, "fence counter: %d (the next holder's fence is above it)\n", r.FenceCounter)
+	}
+	if r.Mode == "" {
+		return
+	}
+	fmt.Fprintf(w, "mode:          %s, %d holder(s)\n", r.Mode, len(r.Holders))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  HOLDER\tTTL_MS\tFENCE")
+	for _, h := range r.Holders {
+		fmt.Fprintf(tw, "  %s\t%d\t%d\n", h.Owner, h.TTLms, h.Fence)
+	}
+	tw.Flush()
 }
 
 // held inspects key and reports an unknown key as bad input.

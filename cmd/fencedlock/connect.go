@@ -10,8 +10,11 @@ import (
 )
 
 // connect builds a client for g.redis and checks that it answers. The
-// client fails fast: one dial attempt per command, short timeouts, so an
-// unreachable server is reported in about the -timeout, not after retries.
+// client fails fast: one dial attempt per command, no command retries,
+// short timeouts, so an unreachable server is reported in about the
+// -timeout, not after go-redis's retries. A single address that turns out
+// to be a Cluster node is reopened as a Cluster client, so ls sees every
+// master and show follows MOVED.
 func connect(ctx context.Context, g *globals) (redis.UniversalClient, error) {
 	rdb, err := newClient(g)
 	if err != nil {
@@ -23,7 +26,31 @@ func connect(ctx context.Context, g *globals) (redis.UniversalClient, error) {
 		rdb.Close()
 		return nil, &unreachableError{addr: describeAddr(g), err: err}
 	}
-	return rdb, nil
+	c, ok := rdb.(*redis.Client)
+	if !ok || g.master != "" || !clusterEnabled(pctx, c) {
+		return rdb, nil
+	}
+	cc := redis.NewClusterClient(clusterOptions(c.Options(), g))
+	rdb.Close()
+	if err := cc.Ping(pctx).Err(); err != nil {
+		cc.Close()
+		return nil, &unreachableError{addr: describeAddr(g), err: err}
+	}
+	return cc, nil
+}
+
+// clusterEnabled reports whether c is a Redis Cluster node.
+func clusterEnabled(ctx context.Context, c *redis.Client) bool {
+	info, err := c.Info(ctx, "cluster").Result()
+	return err == nil && strings.Contains(info, "cluster_enabled:1")
+}
+
+func clusterOptions(o *redis.Options, g *globals) *redis.ClusterOptions {
+	return &redis.ClusterOptions{
+		Addrs: []string{o.Addr}, Username: o.Username, Password: o.Password, TLSConfig: o.TLSConfig,
+		MaxRetries: -1, DialerRetries: 1, DialTimeout: g.timeout, ReadTimeout: g.timeout, WriteTimeout: g.timeout,
+		PoolSize: 4, MaxRedirects: 3,
+	}
 }
 
 func newClient(g *globals) (redis.UniversalClient, error) {
@@ -35,8 +62,8 @@ func newClient(g *globals) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: -redis: %v", errInput, err)
 		}
-		opt.MaxRetries = -1
-		opt.DialTimeout = g.timeout
+		opt.MaxRetries, opt.DialerRetries = -1, 1
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = g.timeout, g.timeout, g.timeout
 		return redis.NewClient(opt), nil
 	}
 	addrs := strings.Split(g.redis, ",")
@@ -46,14 +73,15 @@ func newClient(g *globals) (redis.UniversalClient, error) {
 		}
 	}
 	return redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:        addrs,
-		MasterName:   g.master,
-		MaxRetries:   -1, // no retries: report the failure at once
-		DialTimeout:  g.timeout,
-		ReadTimeout:  g.timeout,
-		WriteTimeout: g.timeout,
-		PoolSize:     4,
-		MinIdleConns: 0,
+		Addrs:         addrs,
+		MasterName:    g.master,
+		MaxRetries:    -1, // no retries: report the failure at once
+		DialerRetries: 1,  // one dial attempt (v9 tries 5 times by default)
+		DialTimeout:   g.timeout,
+		ReadTimeout:   g.timeout,
+		WriteTimeout:  g.timeout,
+		PoolSize:      4,
+		MinIdleConns:  0,
 		// A cluster client must not retry redirects forever against dead nodes.
 		MaxRedirects:    3,
 		ConnMaxIdleTime: time.Minute,

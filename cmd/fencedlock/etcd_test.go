@@ -42,7 +42,12 @@ func TestEtcd_lsAndForceRelease(t *testing.T) {
 	if r := rows[0]; r.Key != "coupon:7" || r.Owner != l.Owner() || r.Fence != l.Fence() || r.TTLms != 2000 {
 		t.Fatalf("row %+v, want owner %s fence %d", r, l.Owner(), l.Fence())
 	}
-	code, out, errOut := runCLI(t, "", "-etcd", ep, "release", "--force", "-yes", "coupon:7")
+	code, out, errOut := runCLI(t, "", "-etcd", ep, "watch", "-interval", "100ms", "-n", "2")
+	if code != exitOK || !strings.Contains(out, "coupon:7") || !strings.Contains(out, l.Owner()) ||
+		!strings.Contains(out, "etcd at "+ep) {
+		t.Fatalf("watch on etcd: exit %d, %q %s", code, out, errOut)
+	}
+	code, out, errOut = runCLI(t, "", "-etcd", ep, "release", "--force", "-yes", "coupon:7")
 	if code != exitOK || !strings.Contains(out, "evicted owner "+l.Owner()) {
 		t.Fatalf("exit %d, %s %s", code, out, errOut)
 	}

@@ -17,13 +17,17 @@ import (
 // added (shared and permit holders will join when the lock family exists),
 // so scripts reading -json keep working.
 type lockRow struct {
-	Key        string `json:"key"`         // the caller's key, unescaped ("#hash" when stored hashed)
-	Owner      string `json:"owner"`       // Lock.Owner of the holder, never the token
-	TTLms      int64  `json:"ttl_ms"`      // remaining lease in Redis
-	Fence      uint64 `json:"fence"`       // the fence counter: the holder's fence
-	Waiters    int64  `json:"waiters"`     // connections subscribed to the release channel
-	BackendKey string `json:"backend_key"` // the Redis key, for redis-cli
-	Hashed     bool   `json:"hashed,omitempty"`
+	Key   string `json:"key"`    // the caller's key, unescaped ("#hash" when stored hashed)
+	Owner string `json:"owner"`  // Lock.Owner of the holder, never the token
+	TTLms int64  `json:"ttl_ms"` // remaining lease in Redis
+	Fence uint64 `json:"fence"`  // the holder's fence (the newest holder's for shared and permit holds)
+	// FenceCounter is the key's fence counter, the highest fence granted;
+	// the next holder's fence is above it. 0 on etcd, which has none (its
+	// fences are create revisions).
+	FenceCounter uint64 `json:"fence_counter,omitempty"`
+	Waiters      int64  `json:"waiters"`     // connections subscribed to the release channel
+	BackendKey   string `json:"backend_key"` // the Redis key, for redis-cli
+	Hashed       bool   `json:"hashed,omitempty"`
 	// Shared and permit holds: the mode ("shared", "permits(n)") and one
 	// entry per holder. Owner and Fence above are then the newest holder's.
 	Mode    string      `json:"mode,omitempty"`
@@ -145,10 +149,12 @@ func inspectExclusive(ctx context.Context, rdb redis.UniversalClient, k core.Key
 	if err := tok.Err(); err != nil {
 		return lockRow{}, err
 	}
+	// The holder's token carries no fence: it is the counter, which every
+	// grant (acquire, hand-off) raises and only a force release raises
+	// without a new holder.
 	row := lockRow{Owner: ownerID(tok.Val()), TTLms: pttl.Val().Milliseconds()}
-	if f, perr := strconv.ParseUint(fence.Val(), 10, 64); perr == nil {
-		row.Fence = f
-	}
+	row.FenceCounter, _ = strconv.ParseUint(fence.Val(), 10, 64)
+	row.Fence = row.FenceCounter
 	return row, nil
 }
 
@@ -161,11 +167,16 @@ func inspectShared(ctx context.Context, rdb redis.UniversalClient, k core.Keys) 
 	leases := pipe.ZRangeWithScores(ctx, k.Leases, 0, -1)
 	now := pipe.Time(ctx)
 	pttl := pipe.PTTL(ctx, k.Lock)
-	if _, err := pipe.Exec(ctx); err != nil {
+	counter := pipe.Get(ctx, k.Fence)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return lockRow{}, err
+	}
+	if err := fences.Err(); err != nil {
 		return lockRow{}, err
 	}
 	nowMS := now.Val().UnixMilli()
 	row := lockRow{TTLms: pttl.Val().Milliseconds(), Mode: describeMode(fences.Val()["="])}
+	row.FenceCounter, _ = strconv.ParseUint(counter.Val(), 10, 64)
 	for _, z := range leases.Val() {
 		tok, _ := z.Member.(string)
 		left := int64(z.Score) - nowMS

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Exit codes: 0 success, 1 bad input or nothing to act on (unknown key, a
@@ -34,11 +36,19 @@ func (e *unreachableError) Error() string {
 func (e *unreachableError) Unwrap() error { return e.err }
 
 func main() {
+	// go-redis logs every failed dial of its pool to stderr; the command
+	// reports the failure itself, in one line naming the address.
+	redis.SetLogger(quietRedis{})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	code := (&cli{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}).run(ctx, os.Args[1:])
 	stop()
 	os.Exit(code)
 }
+
+// quietRedis discards go-redis's internal log.
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
 
 // cli is one invocation's standard streams.
 type cli struct {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,10 @@ func TestReleaseForce_evictsLiveHolderAndRaisesFence(t *testing.T) {
 	c := newLocker(t, srv)
 	l := acquire(t, c, "coupon:42", core.WithTTL(2*time.Second), core.WithAutoRefresh(100*time.Millisecond))
 	oldFence := l.Fence()
+	_, out, _ := runCLI(t, "", "-redis", srv.Addr(), "show", "coupon:42")
+	if !strings.Contains(out, fmt.Sprintf("fence counter: %d", oldFence)) {
+		t.Fatalf("show does not print the fence counter %d:\n%s", oldFence, out)
+	}
 
 	code, out, errOut := runCLI(t, "", "-redis", srv.Addr(), "release", "--force", "-yes", "coupon:42")
 	if code != exitOK {

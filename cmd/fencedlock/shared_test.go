@@ -39,6 +39,15 @@ func TestShared_showAndForceRelease(t *testing.T) {
 			t.Fatalf("holder row %+v leaks a token or has no lease", h)
 		}
 	}
+	if row.FenceCounter < b.Fence() {
+		t.Fatalf("fence_counter %d below the newest holder's fence %d", row.FenceCounter, b.Fence())
+	}
+	code, out, errOut = runCLI(t, "", "-redis", srv.Addr(), "show", "jobs")
+	for _, want := range []string{"fence counter: ", "mode:          permits(3), 2 holder(s)", a.Owner(), b.Owner(), row.BackendKey} {
+		if code != exitOK || !strings.Contains(out, want) {
+			t.Fatalf("show (text) lacks %q: exit %d, %s%s", want, code, out, errOut)
+		}
+	}
 
 	code, out, errOut = runCLI(t, "", "-redis", srv.Addr(), "release", "--force", "-yes", "jobs")
 	if code != exitOK {

@@ -8,7 +8,8 @@ Usage:
 Commands:
   ls [-json] [PATTERN]         held locks under the prefix, one row each;
                                PATTERN is a glob on the caller's key
-  show [-json] KEY             one lock: holder, lease, fence counter, waiters
+  show [-json] KEY             one lock: holder, lease, waiters, backend key,
+                               fence counter, and each shared/permit holder
   release --force [-yes] KEY   remove the hold, notify waiters and raise the
                                fence counter so the evicted holder's fenced
                                writes are refused; asks unless -yes
@@ -21,7 +22,9 @@ Commands:
 
 Global flags (also accepted after the command):
   -redis ADDR     host:port, a redis:// or rediss:// URL, or a comma-separated
-                  list (a Cluster, or Sentinels with -master)
+                  list (a Cluster, or Sentinels with -master); a single
+                  Cluster node's address is enough: the other masters are
+                  found from it
   -master NAME    Sentinel master name: -redis lists the sentinels
   -etcd ENDPOINTS inspect etcdlock locks on etcd instead (host:port, comma-
                   separated); ls, show, release and watch work there: the
@@ -32,8 +35,8 @@ Global flags (also accepted after the command):
 
 Columns: key (the caller's key, unescaped; "#<hash>" for keys longer than
 128 bytes, which are stored hashed), owner (Lock.Owner: a hash of the token,
-never the token), ttl_ms, fence (the fence counter: the current holder's
-fence), waiters (connections subscribed to the key's release channel: one
+never the token), ttl_ms, fence (the holder's fence; -json adds
+fence_counter, the highest fence granted), waiters (connections subscribed to the key's release channel: one
 per waiting client process).
 
 Exit status: 0 done, 1 bad input or no such lock, 2 backend unreachable.

@@ -89,7 +89,11 @@ func hottest(rows []lockRow, prev map[string]seen, now time.Time, top int) []wat
 
 func (c *cli) drawWatch(g *globals, rows []watchRow, held int, now time.Time) {
 	fmt.Fprint(c.stdout, "\x1b[H\x1b[2J") // home, clear
-	fmt.Fprintf(c.stdout, "fencedlock watch  %s  prefix %q  %s  %d held\n\n", g.redis, g.prefix, now.Format("15:04:05"), held)
+	target := describeAddr(g)
+	if g.etcd != "" {
+		target = "etcd at " + g.etcd
+	}
+	fmt.Fprintf(c.stdout, "fencedlock watch  %s  prefix %q  %s  %d held\n\n", target, g.prefix, now.Format("15:04:05"), held)
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY\tOWNER\tTTL_MS\tWAITERS\tGRANTS/S\tFENCE")
 	for _, r := range rows {

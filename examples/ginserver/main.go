@@ -36,8 +36,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -52,102 +54,153 @@ import (
 const stock = 10
 
 func main() {
-	addr := flag.String("redis", "", "Redis address (host:port); empty runs an embedded miniredis")
-	burst := flag.Int("burst", 20, "concurrent claims per burst")
-	hold := flag.Duration("hold", 100*time.Millisecond, "how long each claim works while holding the lock")
+	var cfg config
+	flag.StringVar(&cfg.redis, "redis", "", "Redis address (host:port); empty runs an embedded miniredis")
+	flag.IntVar(&cfg.burst, "burst", 20, "concurrent claims per burst")
+	flag.DurationVar(&cfg.hold, "hold", 100*time.Millisecond, "how long each claim works while holding the lock")
 	otelMode := flag.String("otel", "off", "telemetry: off, or stdout to print spans and metrics")
-	listen := flag.String("listen", "", "serve on this address until interrupted, instead of firing bursts")
+	flag.StringVar(&cfg.listen, "listen", "", "serve on this address until interrupted, instead of firing bursts")
 	flag.Parse()
 	tel, err := oteldemo.Setup(*otelMode, os.Stdout)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer tel.Shutdown(context.Background()) // prints the metrics at exit
-	if err := run(*addr, *listen, *burst, *hold, tel.Observer()); err != nil {
+	cfg.obs = tel.Observer()
+	err = run(cfg)
+	tel.Shutdown(context.Background()) // prints the metrics at exit
+	if err != nil {
 		log.Fatal("ginserver: ", err)
 	}
 }
 
-func run(addr, listen string, burst int, hold time.Duration, obs core.Observer) error {
+// config is one run's flags.
+type config struct {
+	redis, listen string
+	burst         int
+	hold          time.Duration
+	obs           core.Observer
+}
+
+func run(cfg config) error {
+	rdb, closeRedis, err := openRedis(cfg.redis)
+	if err != nil {
+		return err
+	}
+	defer closeRedis()
+	// A run-specific namespace, so a shared real Redis is left alone.
+	ns := fmt.Sprintf("ginserver:%d:", time.Now().UnixNano())
+	locker := core.New(rdb, core.WithPrefix(ns+"lock:"), core.WithObserver(cfg.obs))
+	defer locker.Close()
+	shop := &shop{rdb: rdb, ns: ns, hold: cfg.hold}
+	mux := routes(locker, shop)
+	if cfg.listen != "" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return serve(ctx, cfg.listen, mux, shop)
+	}
+	return demo(context.Background(), mux, shop, cfg.burst)
+}
+
+// openRedis connects to addr, or to an embedded miniredis when addr is
+// empty, with the fail-fast settings of docs/operators.md: with Redis down
+// the routes answer 503 in milliseconds instead of after go-redis's
+// retries (about 1.7 s).
+func openRedis(addr string) (*redis.Client, func(), error) {
+	stopMini := func() {}
 	if addr == "" {
 		mr, err := miniredis.Run()
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
-		defer mr.Close()
-		addr = mr.Addr()
+		addr, stopMini = mr.Addr(), mr.Close
 		fmt.Println("redis: embedded miniredis at", addr)
 	} else {
 		fmt.Println("redis:", addr)
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	defer rdb.Close()
-	ctx := context.Background()
-	ns := fmt.Sprintf("ginserver:%d:", time.Now().UnixNano()) // leaves a shared Redis alone
-	locker := core.New(rdb, core.WithPrefix(ns+"lock:"), core.WithObserver(obs))
-	defer locker.Close()
+	rdb := redis.NewClient(&redis.Options{
+		Addr: addr, MaxRetries: -1, DialerRetries: 1, DialTimeout: 250 * time.Millisecond,
+		ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond,
+	})
+	return rdb, func() { rdb.Close(); stopMini() }, nil
+}
 
+// routes mounts the two claim routes and the debug page. gin.Recovery
+// runs before the lock, so a panicking claim still releases it.
+func routes(locker *core.Client, shop *shop) *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
-	shop := &shop{rdb: rdb, ns: ns, hold: hold}
 	r := gin.New()
-	r.Use(gin.Recovery()) // before the lock, so a panicking claim still releases it
+	r.Use(gin.Recovery())
 	r.POST("/coupons/:id/claim",
 		ginmw.Lock(locker, ginmw.Template("coupon:{id}"), ginmw.WithTTL(5*time.Second)), shop.claim)
 	r.POST("/queued/coupons/:id/claim",
 		ginmw.Lock(locker, ginmw.Template("coupon:{id}"), ginmw.WithTTL(5*time.Second), ginmw.WithWait(10*time.Second)), shop.claim)
+	r.GET("/debug/locks", gin.WrapH(lockdebug.Handler(locker)))
+	return r
+}
 
-	if listen != "" {
-		r.GET("/debug/locks", gin.WrapH(lockdebug.Handler(locker)))
-		return serve(ctx, listen, r, shop)
-	}
+// burst is one round of the demo and what its outcome must look like.
+type burst struct {
+	name, path, coupon string
+	check              func(map[string]int) bool
+}
+
+// demo serves h on a random loopback port, fires the bursts and reports;
+// it fails when a burst did not come out as the lock promises.
+func demo(ctx context.Context, h http.Handler, shop *shop, n int) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: r, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	base := "http://" + ln.Addr().String()
 	fmt.Println("server:", base)
-
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: burst}}
-	defer client.CloseIdleConnections()
-	var failed []string
-	for _, b := range []struct {
-		name, path, coupon string
-		check              func(map[string]int) bool
-	}{
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: n}}
+	failed, err := fireBursts(ctx, client, base, shop, n, []burst{
 		{"fail fast", "/coupons/1/claim", "1", func(c map[string]int) bool { return c["200 OK"] >= 1 && c["409 Conflict"] >= 1 }},
-		{"queued (WithWait 10s)", "/queued/coupons/2/claim", "2", func(c map[string]int) bool { return c["200 OK"] == min(burst, stock) }},
-	} {
+		{"queued (WithWait 10s)", "/queued/coupons/2/claim", "2", func(c map[string]int) bool { return c["200 OK"] == min(n, stock) }},
+	})
+	client.CloseIdleConnections()
+	if serr := shutdown(ctx, srv, served); err == nil {
+		err = serr
+	}
+	_ = shop.rdb.Del(ctx, shop.key("1"), shop.key("2")).Err()
+	if err == nil && len(failed) > 0 {
+		err = fmt.Errorf("unexpected outcome in: %v", failed)
+	}
+	return err
+}
+
+func fireBursts(ctx context.Context, client *http.Client, base string, shop *shop, n int, bursts []burst) (failed []string, err error) {
+	for _, b := range bursts {
 		if err := shop.restock(ctx, b.coupon); err != nil {
-			return err
+			return nil, err
 		}
-		counts, sample := fire(client, base+b.path, burst)
+		counts, sample := fire(client, base+b.path, n)
 		left, err := shop.remaining(ctx, b.coupon)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		fmt.Printf("\n%s: %d concurrent POST %s (each claim holds the lock %v)\n", b.name, burst, b.path, hold)
+		fmt.Printf("\n%s: %d concurrent POST %s (each claim holds the lock %v)\n", b.name, n, b.path, shop.hold)
 		printCounts(counts, sample)
 		fmt.Printf("  coupons left: %d of %d\n", left, stock)
 		if !b.check(counts) || left < 0 {
 			failed = append(failed, b.name)
 		}
 	}
+	return failed, nil
+}
 
-	shutdown, cancel := context.WithTimeout(ctx, 5*time.Second)
+// shutdown stops srv and waits for its Serve to return.
+func shutdown(ctx context.Context, srv *http.Server, served <-chan error) error {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(shutdown); err != nil {
+	if err := srv.Shutdown(sctx); err != nil {
 		return err
 	}
 	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 		return err
-	}
-	_ = rdb.Del(ctx, shop.key("1"), shop.key("2")).Err()
-	if len(failed) > 0 {
-		fmt.Println("\nunexpected outcome in:", failed)
-		os.Exit(1)
 	}
 	return nil
 }
@@ -174,6 +227,10 @@ func (s *shop) claim(c *gin.Context) {
 	ctx := c.Request.Context() // carries the lock; cancelled if it is lost
 	id := c.Param("id")
 	n, err := s.remaining(ctx, id)
+	if errors.Is(err, redis.Nil) {
+		c.JSON(http.StatusNotFound, gin.H{"error": "no such coupon"})
+		return
+	}
 	if err != nil {
 		c.JSON(http.StatusServiceUnavailable, gin.H{"error": "stock unavailable"})
 		return

@@ -2,26 +2,26 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 )
 
-// serve runs the routes on addr until SIGINT or SIGTERM, restocking coupons
-// 1 and 2 every second so a load test keeps exercising the lock rather than
-// the "sold out" path.
+// serve runs h on addr until ctx ends (main: SIGINT or SIGTERM).
 func serve(ctx context.Context, addr string, h http.Handler, s *shop) error {
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
+	return serveOn(ctx, ln, h, s)
+}
+
+// serveOn serves h on ln until ctx ends, restocking coupons 1 and 2 every
+// second so a load test keeps exercising the lock rather than the "sold
+// out" path, then shuts down gracefully.
+func serveOn(ctx context.Context, ln net.Listener, h http.Handler, s *shop) error {
+	s.restockAll(ctx) // before the first request, which would find no stock
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -30,27 +30,23 @@ func serve(ctx context.Context, addr string, h http.Handler, s *shop) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		for _, id := range []string{"1", "2"} {
-			if err := s.restock(ctx, id); err != nil && ctx.Err() == nil {
-				fmt.Println("restock:", err)
-			}
-		}
 		select {
 		case <-tick.C:
-			continue
+			s.restockAll(ctx)
 		case err := <-served:
 			return err
 		case <-ctx.Done():
+			return shutdown(ctx, srv, served)
 		}
-		break
 	}
-	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdown); err != nil {
-		return err
+}
+
+// restockAll refills coupons 1 and 2; a failure (Redis down) is printed
+// and retried at the next tick.
+func (s *shop) restockAll(ctx context.Context) {
+	for _, id := range []string{"1", "2"} {
+		if err := s.restock(ctx, id); err != nil && ctx.Err() == nil {
+			fmt.Println("restock:", err)
+		}
 	}
-	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
 }

@@ -25,7 +25,9 @@ import (
 	"log"
 	"net"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -51,43 +53,72 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer tel.Shutdown(context.Background()) // prints the metrics at exit
 	log.SetFlags(0)
-	if err := run(*redisAddr, *listen, *payers, tel.Observer()); err != nil {
+	err = run(*redisAddr, *listen, *payers, tel.Observer())
+	tel.Shutdown(context.Background()) // prints the metrics at exit
+	if err != nil {
 		log.Fatal(err)
 	}
 }
 
 func run(redisAddr, listen string, payers int, obs core.Observer) error {
-	where := "real Redis at " + redisAddr
-	if redisAddr == "" {
-		mr, err := miniredis.Run()
-		if err != nil {
-			return err
-		}
-		defer mr.Close()
-		redisAddr, where = mr.Addr(), "embedded Redis (miniredis)"
+	rdb, where, closeRedis, err := openRedis(redisAddr)
+	if err != nil {
+		return err
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
-	defer rdb.Close()
-	if err := rdb.Ping(context.Background()).Err(); err != nil {
-		return fmt.Errorf("redis at %s: %w", redisAddr, err)
-	}
+	defer closeRedis()
 	locker := core.New(rdb, core.WithObserver(obs))
 	defer locker.Close()
-
-	// The server: Pay is locked per order. The interceptor fails fast
-	// (no WithWait), so contended calls end Aborted at once.
 	db := &ledger{paid: map[string]int{}}
+	srv := newServer(locker, db)
+	if listen != "" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return serve(ctx, listen, srv)
+	}
+	return demo(srv, db, payers, where)
+}
+
+// openRedis connects to addr, or to an embedded miniredis when addr is
+// empty, with the fail-fast settings of docs/operators.md (Unavailable in
+// milliseconds with Redis down, not after go-redis's retries).
+func openRedis(addr string) (*redis.Client, string, func(), error) {
+	where, stopMini := "real Redis at "+addr, func() {}
+	if addr == "" {
+		mr, err := miniredis.Run()
+		if err != nil {
+			return nil, "", nil, err
+		}
+		addr, where, stopMini = mr.Addr(), "embedded Redis (miniredis)", mr.Close
+	}
+	rdb := redis.NewClient(&redis.Options{
+		Addr: addr, MaxRetries: -1, DialerRetries: 1, DialTimeout: 250 * time.Millisecond,
+		ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond,
+	})
+	closeAll := func() { rdb.Close(); stopMini() }
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		closeAll()
+		return nil, "", nil, fmt.Errorf("redis at %s: %w", addr, err)
+	}
+	return rdb, where, closeAll, nil
+}
+
+// newServer is the Orders server with Pay locked per order. The
+// interceptor fails fast (no WithWait), so contended calls end Aborted at
+// once.
+func newServer(locker *core.Client, db *ledger) *grpc.Server {
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(
 		grpcmw.UnaryServerInterceptor(locker, grpcmw.Template("order:{order_id}"),
 			grpcmw.WithMethods(orderpb.Orders_Pay_FullMethodName),
 			grpcmw.WithTTL(time.Second), grpcmw.WithAutoRefresh()),
 	))
 	orderpb.RegisterOrdersServer(srv, &orders{db: db})
-	if listen != "" {
-		return serve(listen, srv)
-	}
+	return srv
+}
+
+// demo serves srv on a random loopback port and runs the payers against
+// it; it fails when an order was not charged exactly once.
+func demo(srv *grpc.Server, db *ledger, payers int, where string) error {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -98,17 +129,23 @@ func run(redisAddr, listen string, payers int, obs core.Observer) error {
 		srv.GracefulStop()
 		<-served
 	}()
-
-	// The clients.
 	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
 	}
 	defer cc.Close()
-	client := orderpb.NewOrdersClient(cc)
-
 	fmt.Printf("Orders.Pay locked on \"order:{order_id}\" with %s, server on %s\n", where, lis.Addr())
 	fmt.Printf("%d concurrent payers for order 42, one for order 43:\n", payers)
+	payAll(orderpb.NewOrdersClient(cc), payers)
+	fmt.Printf("ledger: order 42 charged %d time(s), order 43 charged %d time(s)\n", db.charges("42"), db.charges("43"))
+	if db.charges("42") != 1 || db.charges("43") != 1 {
+		return errors.New("an order was charged more or less than once")
+	}
+	return nil
+}
+
+// payAll runs payers concurrent payers for order 42 and one for order 43.
+func payAll(client orderpb.OrdersClient, payers int) {
 	var wg sync.WaitGroup
 	var out sync.Mutex
 	say := func(format string, args ...any) {
@@ -124,12 +161,6 @@ func run(redisAddr, listen string, payers int, obs core.Observer) error {
 		wg.Go(func() { pay(client, order, who, say) })
 	}
 	wg.Wait()
-
-	fmt.Printf("ledger: order 42 charged %d time(s), order 43 charged %d time(s)\n", db.charges("42"), db.charges("43"))
-	if db.charges("42") != 1 || db.charges("43") != 1 {
-		return errors.New("an order was charged more or less than once")
-	}
-	return nil
 }
 
 // pay calls Pay until it is not refused, waiting the RetryInfo delay

@@ -4,24 +4,24 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
 )
 
-// serve runs srv on addr, with server reflection for grpcurl and ghz, until
-// SIGINT or SIGTERM, then stops gracefully.
-func serve(addr string, srv *grpc.Server) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	reflection.Register(srv)
+// serve runs srv on addr until ctx ends (main: SIGINT or SIGTERM).
+func serve(ctx context.Context, addr string, srv *grpc.Server) error {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
+	return serveOn(ctx, lis, srv)
+}
+
+// serveOn runs srv on lis, with server reflection for grpcurl and ghz,
+// until ctx ends, then stops gracefully.
+func serveOn(ctx context.Context, lis net.Listener, srv *grpc.Server) error {
+	reflection.Register(srv)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	a := lis.Addr().String()

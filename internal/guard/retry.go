@@ -16,11 +16,13 @@ const UnavailableRetryAfter = 2 * time.Second
 // run out: the lease is a safety bound, usually far longer than the hold.
 // So the contended hint is the smaller of the holder's remaining lease and
 // the hold time observed on this route (an exponentially weighted mean of
-// the holds released through it), capped by the route's maximum, plus
+// the holds released through it; before the first release, the route's
+// declared Expected hold), capped by the route's maximum, plus
 // optional random jitter (a fraction of the hint) so that clients refused
 // together do not come back together. It is safe for concurrent use and
 // holds no lock.
 type Hints struct {
+	Expected time.Duration // the route's typical hold, used until one is observed (0: none)
 	Max      time.Duration // route cap (0: none)
 	Jitter   float64       // add up to this fraction of the hint at random (0: none)
 	observed atomic.Int64  // EWMA of hold durations in ns (0: none seen)
@@ -57,8 +59,8 @@ func (h *Hints) For(res Result, ttl time.Duration) time.Duration {
 		if base <= 0 {
 			base = ttl
 		}
-		if obs := h.Observed(); obs > 0 && obs < base {
-			base = obs
+		if known := h.known(); known > 0 && known < base {
+			base = known
 		}
 	case Unavailable:
 		base = UnavailableRetryAfter
@@ -72,4 +74,13 @@ func (h *Hints) For(res Result, ttl time.Duration) time.Duration {
 		base += time.Duration(rand.Int64N(int64(float64(base)*h.Jitter) + 1))
 	}
 	return base
+}
+
+// known is the best estimate of a hold on this route: the observed mean,
+// else the declared expectation (0: nothing known).
+func (h *Hints) known() time.Duration {
+	if obs := h.Observed(); obs > 0 {
+		return obs
+	}
+	return h.Expected
 }

@@ -86,3 +86,27 @@ func TestHints_noJitterIsExact(t *testing.T) {
 		}
 	}
 }
+
+// A declared expected hold replaces the lease before the first release is
+// observed (the first burst of a fresh route used to be told the full
+// lease); once holds are observed they win, and the lease still bounds it.
+func TestHints_expectedHoldUntilObserved(t *testing.T) {
+	held := guard.Result{Outcome: guard.Contended, RetryAfter: 5 * time.Second}
+	if d := (&guard.Hints{}).For(held, 0); d != 5*time.Second {
+		t.Fatalf("control, nothing known: %v, want the 5s lease", d)
+	}
+	h := guard.Hints{Expected: 100 * time.Millisecond}
+	if d := h.For(held, 0); d != 100*time.Millisecond {
+		t.Fatalf("expected 100ms, nothing observed: %v", d)
+	}
+	if d := h.For(guard.Result{Outcome: guard.Contended, RetryAfter: 20 * time.Millisecond}, 0); d != 20*time.Millisecond {
+		t.Fatalf("lease ending before the expected hold: %v, want 20ms", d)
+	}
+	h.ObserveHold(300 * time.Millisecond)
+	if d := h.For(held, 0); d != 300*time.Millisecond {
+		t.Fatalf("observed 300ms: %v, want the observation over the expectation", d)
+	}
+	if d := (&guard.Hints{Expected: 10 * time.Second}).For(held, 0); d != 5*time.Second {
+		t.Fatalf("expected longer than the lease: %v, want the 5s lease", d)
+	}
+}
