@@ -41,7 +41,7 @@ func (h *rttCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 }
 
 func benchRedis(b *testing.B) (*redistest.Server, *redis.Client, *rttCounter) {
-	srv := redistest.Start(b)
+	srv := startBenchRedis(b)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 128})
 	b.Cleanup(func() { rdb.Close() })
 	h := &rttCounter{}
