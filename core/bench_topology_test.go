@@ -15,9 +15,37 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Topology benchmarks on real redis-server processes:
+// Topology benchmarks on real redis-server processes, each twice: direct,
+// and with every server behind the project's test proxy adding 0.5 ms each
+// way (all servers share this machine's CPUs, so undelayed a fan-out
+// measures CPU scheduling, not a network):
 //
 //	go test -run '^$' -bench 'Redlock|Sharded' -benchtime 3s ./core/
+
+// benchDelays are the simulated one-way network delays.
+var benchDelays = []time.Duration{0, 500 * time.Microsecond}
+
+func delayName(d time.Duration) string {
+	if d == 0 {
+		return "direct"
+	}
+	return "delay=" + d.String()
+}
+
+// benchAddrs returns the servers' addresses, behind a delaying proxy each
+// when delay is set.
+func benchAddrs(b *testing.B, servers []*redistest.Server, delay time.Duration) []string {
+	addrs := make([]string, len(servers))
+	for i, s := range servers {
+		addrs[i] = s.Addr()
+		if delay > 0 {
+			p := redistest.NewProxy(b, s.Addr())
+			p.Delay(delay)
+			addrs[i] = p.Addr()
+		}
+	}
+	return addrs
+}
 
 func benchClient(b *testing.B, addr string) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 128})
@@ -35,13 +63,19 @@ func benchClient(b *testing.B, addr string) *redis.Client {
 // hosts the nodes answer in parallel.
 func BenchmarkRedlock_vsSingle(b *testing.B) {
 	servers := redistest.StartN(b, 6)
-	one := benchClient(b, servers[0].Addr())
+	for _, d := range benchDelays {
+		b.Run(delayName(d), func(b *testing.B) { redlockVsSingle(b, benchAddrs(b, servers, d)) })
+	}
+}
+
+func redlockVsSingle(b *testing.B, addrs []string) {
+	one := benchClient(b, addrs[0])
 	single := core.New(one)
 	defer single.Close()
 	nodes := make([]redis.UniversalClient, 5)
 	raw := make([]*redis.Client, 5)
-	for i, s := range servers[1:] {
-		raw[i] = benchClient(b, s.Addr())
+	for i, a := range addrs[1:] {
+		raw[i] = benchClient(b, a)
 		nodes[i] = raw[i]
 	}
 	rl := core.NewRedlock(nodes)
@@ -95,9 +129,15 @@ func BenchmarkRedlock_vsSingle(b *testing.B) {
 // reports lock cycles per second.
 func BenchmarkSharded_contention(b *testing.B) {
 	servers := redistest.StartN(b, 4)
-	shards := make([]redis.UniversalClient, 4)
-	for i, s := range servers {
-		shards[i] = benchClient(b, s.Addr())
+	for _, d := range benchDelays {
+		b.Run(delayName(d), func(b *testing.B) { shardedContention(b, benchAddrs(b, servers, d)) })
+	}
+}
+
+func shardedContention(b *testing.B, addrs []string) {
+	shards := make([]redis.UniversalClient, len(addrs))
+	for i, a := range addrs {
+		shards[i] = benchClient(b, a)
 	}
 	ctx := context.Background()
 	for _, n := range []int{1, 2, 4} {

@@ -53,7 +53,7 @@ func newMiddleware(fn string, l core.Locker, keys []KeyFunc, opts []Option) gin.
 	}
 	cfg := newConfig(opts)
 	m := &middleware{l: l, keys: keys, cfg: cfg, outage: guard.NewOutageLog(0, nil),
-		hints: &guard.Hints{Max: cfg.retryMax, Jitter: cfg.retryJitter}}
+		hints: &guard.Hints{Max: cfg.retryMax, Jitter: cfg.retryJitter, Expected: cfg.expectedHold}}
 	return m.handle
 }
 

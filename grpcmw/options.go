@@ -27,6 +27,7 @@ type config struct {
 	logger       *slog.Logger        // nil: slog.Default() at log time
 	methods      map[string]struct{} // nil: every method
 	shared       map[string]struct{} // WithShared: methods taking shared holds
+	expectedHold time.Duration       // WithExpectedHold
 }
 
 // newConfig applies opts over the defaults. Streams renew their lease by
@@ -109,6 +110,17 @@ func WithPermits(n int) Option {
 		panic(fmt.Sprintf("grpcmw: WithPermits(%d): n must be between 1 and %d", n, core.MaxPermits))
 	}
 	return func(c *config) { c.policy.Mode, c.policy.Permits = core.PermitMode, n }
+}
+
+// WithExpectedHold declares how long a call usually holds its lock, so that
+// an Aborted answer's RetryInfo is based on it until the interceptor has
+// released holds of its own to observe (then on their moving mean), instead
+// of on the holder's whole remaining lease; never above that lease.
+func WithExpectedHold(d time.Duration) Option {
+	if d <= 0 {
+		panic("grpcmw: WithExpectedHold needs a positive duration")
+	}
+	return func(c *config) { c.expectedHold = d }
 }
 
 // WithTTL sets the lease length (default: the Locker's, core.DefaultTTL).

@@ -106,7 +106,8 @@ func newInterceptor(fn string, l core.Locker, keys KeysFunc, opts []Option, stre
 	if keys == nil {
 		panic("grpcmw: " + fn + " with a nil KeysFunc")
 	}
-	return &interceptor{l: l, keys: keys, cfg: newConfig(opts, stream), outage: guard.NewOutageLog(0, nil), hints: &guard.Hints{}}
+	cfg := newConfig(opts, stream)
+	return &interceptor{l: l, keys: keys, cfg: cfg, outage: guard.NewOutageLog(0, nil), hints: &guard.Hints{Expected: cfg.expectedHold}}
 }
 
 func (it *interceptor) policy(method string) guard.Policy {

@@ -53,7 +53,7 @@ func newMiddleware(fn string, l core.Locker, keys []KeyFunc, opts []Option) func
 	}
 	cfg := newConfig(opts)
 	outage := guard.NewOutageLog(0, nil) // shared by every handler this middleware wraps
-	hints := &guard.Hints{Max: cfg.retryMax, Jitter: cfg.retryJitter}
+	hints := &guard.Hints{Max: cfg.retryMax, Jitter: cfg.retryJitter, Expected: cfg.expectedHold}
 	return func(next http.Handler) http.Handler {
 		if next == nil {
 			panic("httpmw: " + fn + " middleware applied to a nil http.Handler")

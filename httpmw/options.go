@@ -24,6 +24,7 @@ type config struct {
 	logger       *slog.Logger // nil: slog.Default() at log time
 	retryMax     time.Duration
 	retryJitter  float64
+	expectedHold time.Duration
 	shareSafe    bool // LockRW: safe methods take shared holds
 }
 
@@ -104,6 +105,18 @@ func WithMaxRetryAfter(d time.Duration) Option {
 		panic("httpmw: WithMaxRetryAfter needs a positive duration")
 	}
 	return func(c *config) { c.retryMax = d }
+}
+
+// WithExpectedHold declares how long this route usually holds its lock, so
+// that a 409's Retry-After is based on it until the route has released
+// holds of its own to observe (then on their moving mean), instead of on
+// the holder's whole remaining lease. The hint never exceeds the holder's
+// lease or WithMaxRetryAfter.
+func WithExpectedHold(d time.Duration) Option {
+	if d <= 0 {
+		panic("httpmw: WithExpectedHold needs a positive duration")
+	}
+	return func(c *config) { c.expectedHold = d }
 }
 
 // WithRetryJitter adds up to fraction (0 < fraction <= 1) of the hint at
