@@ -13,6 +13,12 @@
 // holder's lease runs out. A release with local waiters hands the lock
 // straight to the next one in a single round trip (new token, new fence),
 // at most WithHandoffLimit times in a row so other processes get a turn.
+// Across processes the waiting heads queue in Redis (WithStoreQueue, on by
+// default on a single Redis and NewSharded): a release grants the lock to
+// the first of them in the same script (new token, new fence, a short
+// grant lease, WithGrantLease) and wakes no one else, so instances take
+// turns in arrival order and the next one holds the lock without an
+// acquire of its own. See docs/how-it-works.md.
 //
 // Every lock keeps a validity deadline on the monotonic clock: the time its
 // acquiring command was sent, plus the TTL, minus a drift allowance. When

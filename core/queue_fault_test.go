@@ -40,7 +40,7 @@ func TestQueueChild(t *testing.T) {
 	c := core.New(rdb)
 	defer func() { _ = c.Close(); _ = rdb.Close() }()
 	ctx := context.Background()
-	opts := []core.Option{core.WithWait(4 * time.Second), core.WithTTL(2 * time.Second), core.WithAutoRefresh()}
+	opts := []core.Option{core.WithWait(10 * time.Second), core.WithTTL(2 * time.Second), core.WithAutoRefresh()}
 	if os.Getenv("FENCEDLOCK_QUEUE_CHILD_ARRIVAL") != "" {
 		opts = append(opts, core.GrantFromArrival())
 	}
@@ -104,7 +104,7 @@ func startFaultRun(t *testing.T, childAddr string, srv *redistest.Server, childE
 	k := core.KeysFor(core.DefaultPrefix, faultKey)
 	waitFor(t, func() bool { return r.admin.LLen(ctx, k.Queue).Val() == 1 }, "the child queued")
 	go func() {
-		l, err := waiter.Acquire(ctx, faultKey, core.WithWait(5*time.Second))
+		l, err := waiter.Acquire(ctx, faultKey, core.WithWait(10*time.Second))
 		res := waiterResult{at: time.Now(), err: err}
 		if err == nil {
 			res.fence = l.Fence()
@@ -263,7 +263,8 @@ func TestQueueFault_queuedWaiterPartitioned(t *testing.T) {
 
 // TestQueueFault_redisRestartedEmpty: Redis loses the queue (and the hold)
 // mid-queue; both waiters still get the lock, one after the other, with
-// increasing fences.
+// different fences. They notice when their notice subscriptions reconnect,
+// which go-redis does with a backoff: the bound is generous.
 func TestQueueFault_redisRestartedEmpty(t *testing.T) {
 	srv := redistest.Start(t)
 	r := startFaultRun(t, srv.Addr(), srv, nil)
@@ -271,13 +272,13 @@ func TestQueueFault_redisRestartedEmpty(t *testing.T) {
 	var res waiterResult
 	select {
 	case res = <-r.got:
-	case <-time.After(5 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("the waiter did not get the lock after the restart")
 	}
 	if res.err != nil {
 		t.Fatalf("the waiter: %v", res.err)
 	}
-	f, ok := r.childFence(5 * time.Second)
+	f, ok := r.childFence(10 * time.Second)
 	if !ok {
 		t.Fatal("the child did not get the lock after the restart")
 	}
