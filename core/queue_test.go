@@ -149,8 +149,8 @@ func TestQueueScripts_deadWaitersFallOut(t *testing.T) {
 				t.Fatal("the mutation did not apply")
 			}
 			q.take("A", 0)
+			q.take("F", 5*time.Second) // creates the queue, living 5 s
 			q.take("D", time.Millisecond)
-			q.take("F", 5*time.Second)
 			time.Sleep(20 * time.Millisecond) // D's entry ends
 			q.take("E", 5*time.Second)
 			if n := q.drop(src, "F", true); n != 0 {

@@ -21,15 +21,20 @@ local function free(held)
   return -1
 end
 
--- extend makes both keys live as long as their longest lease.
-local function extend()
-  local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
-  local ttl = math.max(tonumber(last[2]) - now, 1)
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[3], ttl)
-end
-
 local typ = redis.call('TYPE', KEYS[1])['ok']
+
+-- extend makes both keys live as long as their longest lease: ours, unless
+-- one they already live for is longer (GT; a key just created has no TTL,
+-- which GT would take for an infinite one).
+local function extend()
+  if typ == 'none' then
+    redis.call('PEXPIRE', KEYS[1], lease)
+    redis.call('PEXPIRE', KEYS[3], lease)
+  else
+    redis.call('PEXPIRE', KEYS[1], lease, 'GT')
+    redis.call('PEXPIRE', KEYS[3], lease, 'GT')
+  end
+end
 if typ == 'string' then
   return {0, redis.call('PTTL', KEYS[1]), 0}
 end
@@ -48,6 +53,7 @@ if typ == 'hash' then
   end
   if redis.call('ZCARD', KEYS[3]) == 0 then
     redis.call('DEL', KEYS[1], KEYS[3])
+    typ = 'none'
   else
     local tag = redis.call('HGET', KEYS[1], '=')
     if tag ~= ARGV[4] then
@@ -67,7 +73,10 @@ if #claim > 0 then
   redis.call('DEL', KEYS[4]) -- the latest claim ended, so all did
 end
 
-local held = redis.call('ZCARD', KEYS[3])
+local held = 0
+if typ ~= 'none' then
+  held = redis.call('ZCARD', KEYS[3])
+end
 if limit > 0 and held >= limit then
   local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
   return {0, math.max(tonumber(first[2]) - now, 1), 0}

@@ -23,11 +23,6 @@ if ARGV[4] == '1' and KEYS[5] and redis.call('ZREM', KEYS[5], ARGV[1]) == 1 then
   redis.call(ARGV[2], KEYS[2], '1')
 end
 
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
 -- Hand the lock to the first live waiter of the queue (its entry still
 -- exists; deleting it takes the waiter out): its token, a new fence, a
 -- short lease its confirmation extends; the notice names it (by the hash
@@ -63,21 +58,12 @@ if v == ARGV[1] then
   return 1 + redis.call(ARGV[2], KEYS[2], '1')
 end
 if type(v) == 'table' and KEYS[4] and redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
-  -- one shared or permit hold ends; the keys live on with the others
+  -- One shared or permit hold ends. The keys live on with the others
+  -- (as long as their longest lease; a holder that died is dropped by the
+  -- next acquire), or go with the last one.
   redis.call('ZREM', KEYS[4], ARGV[1])
-  local now = now_ms()
-  local dead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)
-  if #dead > 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-    redis.call('HDEL', KEYS[1], unpack(dead))
-  end
-  local last = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')
-  if #last == 0 then
+  if redis.call('ZCARD', KEYS[4]) == 0 then
     redis.call('DEL', KEYS[1], KEYS[4])
-  else
-    local ttl = math.max(tonumber(last[2]) - now, 1)
-    redis.call('PEXPIRE', KEYS[1], ttl)
-    redis.call('PEXPIRE', KEYS[4], ttl)
   end
   return 1 + redis.call(ARGV[2], KEYS[2], '1')
 end
