@@ -131,9 +131,9 @@ func routes(locker *core.Client, shop *shop) *gin.Engine {
 	r := gin.New()
 	r.Use(gin.Recovery())
 	r.POST("/coupons/:id/claim",
-		ginmw.Lock(locker, ginmw.Template("coupon:{id}"), ginmw.WithTTL(5*time.Second)), shop.claim)
+		ginmw.Lock(locker, ginmw.Template("coupon:{id}"), ginmw.WithTTL(5*time.Second), ginmw.WithExpectedHold(time.Second)), shop.claim)
 	r.POST("/queued/coupons/:id/claim",
-		ginmw.Lock(locker, ginmw.Template("coupon:{id}"), ginmw.WithTTL(5*time.Second), ginmw.WithWait(10*time.Second)), shop.claim)
+		ginmw.Lock(locker, ginmw.Template("coupon:{id}"), ginmw.WithTTL(5*time.Second), ginmw.WithExpectedHold(time.Second), ginmw.WithWait(10*time.Second)), shop.claim)
 	r.GET("/debug/locks", gin.WrapH(lockdebug.Handler(locker)))
 	return r
 }

@@ -131,9 +131,9 @@ func openRedis(addr string) (*redis.Client, func(), error) {
 func routes(locker *core.Client, shop *shop) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("POST /coupons/{id}/claim",
-		httpmw.Lock(locker, httpmw.Template("coupon:{id}"), httpmw.WithTTL(5*time.Second))(http.HandlerFunc(shop.claim)))
+		httpmw.Lock(locker, httpmw.Template("coupon:{id}"), httpmw.WithTTL(5*time.Second), httpmw.WithExpectedHold(time.Second))(http.HandlerFunc(shop.claim)))
 	mux.Handle("POST /queued/coupons/{id}/claim",
-		httpmw.Lock(locker, httpmw.Template("coupon:{id}"), httpmw.WithTTL(5*time.Second), httpmw.WithWait(10*time.Second))(http.HandlerFunc(shop.claim)))
+		httpmw.Lock(locker, httpmw.Template("coupon:{id}"), httpmw.WithTTL(5*time.Second), httpmw.WithExpectedHold(time.Second), httpmw.WithWait(10*time.Second))(http.HandlerFunc(shop.claim)))
 	mux.Handle("GET /debug/locks", lockdebug.Handler(locker))
 	return mux
 }

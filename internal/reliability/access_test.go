@@ -35,11 +35,15 @@ import (
 // restart empties the script cache), the commands the scripts call (ACL
 // rules apply inside scripts too), pub/sub for waiting, on lock:* keys and
 // channels only. Sharded pub/sub (a Cluster) adds +spublish +ssubscribe
-// +sunsubscribe; CheckServer adds +info.
+// +sunsubscribe; CheckServer adds +info. The store queue (waiters of other
+// Clients queued in Redis) needs +lpop +rpush +lrem. Shared holds and
+// permits add +type +hget +hset +hdel +zadd +zrem +zcard +zrange
+// +zrangebyscore +zremrangebyscore.
 var kitACL = []string{
 	"~lock:*", "&lock:*",
 	"+evalsha", "+eval",
 	"+set", "+get", "+del", "+incr", "+pexpire", "+pttl", "+time", "+publish",
+	"+lpop", "+rpush", "+lrem",
 	"+subscribe", "+unsubscribe", "+ping",
 }
 
