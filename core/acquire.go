@@ -178,12 +178,10 @@ type notices struct {
 // channel is subscribed already (no extra wait), so a grant right after
 // its attempt is not missed and no second attempt is needed.
 func (a *acquisition) newNotices(ctx context.Context, token string) *notices {
-	n := &notices{ch: make(chan struct{}, 1)}
+	n := &notices{token: token}
 	if n.qb = a.queueBackend(); n.qb == nil {
 		return n
 	}
-	n.token = token
-	n.mine, n.other = make(chan QueueNotice, 1), make(chan time.Duration, 1)
 	if n.qb.Listening(a.keys) {
 		if u, err := n.subscribe(ctx, a.c.b, a.keys); err == nil {
 			n.unsub = u
@@ -192,10 +190,14 @@ func (a *acquisition) newNotices(ctx context.Context, token string) *notices {
 	return n
 }
 
+// subscribe makes the channels (an uncontended acquire never needs them)
+// and subscribes.
 func (n *notices) subscribe(ctx context.Context, b Backend, keys Keys) (func(), error) {
+	n.ch = make(chan struct{}, 1)
 	if n.qb == nil {
 		return b.Subscribe(ctx, keys, n.notify)
 	}
+	n.mine, n.other = make(chan QueueNotice, 1), make(chan time.Duration, 1)
 	return n.qb.SubscribeQueued(ctx, keys, n.token, n.notify, n.grant)
 }
 

@@ -65,9 +65,13 @@ func backendKeys(prefix, key string) Keys {
 	} else {
 		tag = escapeKey(key)
 	}
+	// One allocation for every key: they are slices of one string.
 	base := prefix + "{" + tag + "}"
-	return Keys{Prefix: prefix, Tag: tag, Lock: base, Fence: base + ":f", Channel: base + ":r", Leases: base + ":e", Claims: base + ":w",
-		Queue: base + ":q"}
+	n := len(base)
+	all := base + base + ":f" + base + ":r" + base + ":e" + base + ":w" + base + ":q"
+	part := func(i int) string { return all[n+(i-1)*(n+2) : n+i*(n+2)] }
+	return Keys{Prefix: prefix, Tag: tag, Lock: all[:n], Fence: part(1), Channel: part(2), Leases: part(3), Claims: part(4),
+		Queue: part(5)}
 }
 
 // KeysFor returns the backend keys the Client uses for key under prefix (for

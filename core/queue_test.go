@@ -36,7 +36,7 @@ func (q *queueScripts) take(tok string, life time.Duration) []int64 {
 	keys := []string{q.k.Lock, q.k.Fence, q.k.Leases, q.k.Claims}
 	args := []any{tok, 10000, 86400000}
 	if life > 0 {
-		keys = append(keys, q.k.Queue, q.k.Queue+":"+sha1hex(tok))
+		keys = append(keys, q.k.Queue)
 		args = append(args, "", 20000, "", life.Milliseconds(), "1")
 	}
 	res, err := q.rdb.Eval(context.Background(), q.acquire, keys, args...).Int64Slice()

@@ -150,7 +150,7 @@ func acquireArgs(h Hold, ttl time.Duration) ([]string, []any) {
 		if h.InQueue {
 			inQueue = "1"
 		}
-		keys = append(keys, h.Keys.Queue, h.Keys.Queue+":"+queueID(h.Token))
+		keys = append(keys, h.Keys.Queue)
 		args = append(args, ms(h.QueueFor), inQueue)
 	}
 	return keys, args

@@ -10,9 +10,9 @@
 -- record this waiting writer's claim so new shared holds queue behind it;
 -- ARGV[6] (optional) '1' when an earlier attempt recorded a claim, which a
 -- grant withdraws.
--- KEYS[5] the store queue of waiters (a list of tokens), KEYS[6] this
--- token's entry (KEYS[5] .. ':' .. sha1hex(token)): it exists while the
--- waiter is alive; ARGV[7] (optional) the entry's life ms: a request
+-- KEYS[5] the store queue of waiters (a list of tokens); each waiter's
+-- entry, KEYS[5] .. ':' .. sha1hex(token) in the same slot, exists while
+-- the waiter is alive; ARGV[7] (optional) the entry's life ms: a request
 -- refused by an exclusive holder joins the queue (or renews its entry), and
 -- a release grants the lock to the queue's head (release.lua); ARGV[8]
 -- '1' when an earlier attempt of this token joined the queue, which a grant
@@ -37,7 +37,7 @@ local function grant()
   if ARGV[6] == '1' and KEYS[4] then
     redis.call('ZREM', KEYS[4], ARGV[1])
   end
-  if ARGV[8] == '1' and redis.call('DEL', KEYS[6]) == 1 then
+  if ARGV[8] == '1' and redis.call('DEL', KEYS[5] .. ':' .. redis.sha1hex(ARGV[1])) == 1 then
     redis.call('LREM', KEYS[5], 1, ARGV[1]) -- queued earlier: leave
   end
   return {1, n}
@@ -62,14 +62,15 @@ if type(v) ~= 'table' or not KEYS[4] then
   -- waiter that died falls out when its entry ends). The queue lives as
   -- long as its longest entry.
   local life = ARGV[7]
-  if redis.call('SET', KEYS[6], '1', 'NX', 'PX', life) then
+  local entry = KEYS[5] .. ':' .. redis.sha1hex(ARGV[1])
+  if redis.call('SET', entry, '1', 'NX', 'PX', life) then
     if redis.call('RPUSH', KEYS[5], ARGV[1]) == 1 then
       redis.call('PEXPIRE', KEYS[5], life)
     else
       redis.call('PEXPIRE', KEYS[5], life, 'GT')
     end
   else
-    redis.call('PEXPIRE', KEYS[6], life)
+    redis.call('PEXPIRE', entry, life)
     redis.call('PEXPIRE', KEYS[5], life, 'GT')
   end
   return {0, pttl, 0, 1}
