@@ -58,9 +58,10 @@ func withOutgoingFence(ctx context.Context) context.Context {
 // FenceFromIncoming reads the fence an upstream service forwarded in the
 // incoming metadata of ctx (FenceMetadataKey). ok is false when there is
 // none; err (matching core.ErrInvalidFence) when it is malformed or
-// repeated. Pass the token to core.ContextWithFence so that
-// core.FenceFromContext, and so sqlguard, find it, or use
-// UnaryAcceptFence / StreamAcceptFence, which do both.
+// repeated. The token is NOT verified: anyone who can call the service can
+// send any fence. Prefer UnaryAcceptSignedFence / StreamAcceptSignedFence,
+// which verify a signed token before it enters the context; pass an
+// unsigned token to core.ContextWithFence only from callers you trust.
 func FenceFromIncoming(ctx context.Context) (t core.FenceToken, ok bool, err error) {
 	vals := metadata.ValueFromIncomingContext(ctx, FenceMetadataKey)
 	switch len(vals) {
