@@ -108,8 +108,10 @@ func (a *acquisition) contend(ctx context.Context) (l *Lock, err error) {
 		if a.cfg.wait == 0 || a.waitOver() {
 			return nil, notAcquired(g.HolderTTL, a.stats.attempts, nil)
 		}
-		if inBackend, err := a.refusedAtGate(ctx); err != nil {
+		if inBackend, hl, err := a.refusedAtGate(ctx); err != nil {
 			return nil, err
+		} else if hl != nil {
+			return hl, nil // handed a share while parked
 		} else if !inBackend {
 			continue // woken in the gate: try again now
 		}

@@ -126,6 +126,11 @@ func (c *Client) release(ctx context.Context, l *Lock) error {
 	if q, w := c.nextLocal(l); w != nil {
 		return c.handOff(ctx, l, q, w)
 	}
+	if g, w := c.nextParked(l); w != nil {
+		if done, err := c.handOffShare(ctx, l, g, w); done {
+			return err
+		}
+	}
 	r, err := c.b.Release(ctx, l.hold())
 	if errors.Is(err, ErrNotHeld) {
 		// Our token is gone and someone may have held the key after us:

@@ -12,8 +12,9 @@ import (
 // backend, and a grant wakes only as many as the key still admits (its
 // Grant.Free). Guarded by Client.mu.
 type shareGate struct {
-	head    bool // a request of this gate waits in the backend
-	waiters []*waiter
+	head     bool // a request of this gate waits in the backend
+	waiters  []*waiter
+	handoffs int // consecutive hand-offs to parked requests (gate_handoff.go)
 }
 
 func gateKey(k Keys, tag string) string { return k.Lock + "\x00" + tag }
@@ -39,8 +40,13 @@ func (a *acquisition) throughGate(ctx context.Context) (*Lock, error) {
 	}
 	c.mu.Unlock()
 	if w != nil {
-		if err := a.park(ctx, w); err != nil {
+		l, err := a.park(ctx, w)
+		if err != nil {
 			return nil, err
+		}
+		if l != nil { // handed a share by a releasing holder
+			a.leaveGate(l)
+			return l, nil
 		}
 	}
 	l, err := a.contend(ctx)
@@ -50,22 +56,24 @@ func (a *acquisition) throughGate(ctx context.Context) (*Lock, error) {
 
 // refusedAtGate runs after a refused attempt of a waiting request: it
 // reports whether the request waits in the backend (it became the gate's
-// head) or parked here until woken.
-func (a *acquisition) refusedAtGate(ctx context.Context) (backend bool, err error) {
+// head) or parked here until woken, or the share a releasing holder
+// handed it while parked.
+func (a *acquisition) refusedAtGate(ctx context.Context) (backend bool, l *Lock, err error) {
 	if a.gate == nil || a.gateHead {
-		return true, nil
+		return true, nil, nil
 	}
 	a.c.mu.Lock()
 	if !a.gate.head {
 		a.gate.head, a.gateHead = true, true
 		a.c.mu.Unlock()
-		return true, nil
+		return true, nil, nil
 	}
 	// Parked in the same critical section that saw the head: the head's
 	// exit, which wakes one waiter, cannot slip in between.
 	w := a.parkLocked()
 	a.c.mu.Unlock()
-	return false, a.park(ctx, w)
+	l, err = a.park(ctx, w)
+	return false, l, err
 }
 
 // parkLocked adds the request to the gate's waiters. c.mu held.
@@ -76,8 +84,9 @@ func (a *acquisition) parkLocked() *waiter {
 }
 
 // park waits in the gate until a grant or the head's exit wakes this
-// request, the wait bound passes, ctx ends or the Client closes.
-func (a *acquisition) park(ctx context.Context, w *waiter) error {
+// request (or a releasing holder hands it its share: the Lock), the wait
+// bound passes, ctx ends or the Client closes.
+func (a *acquisition) park(ctx context.Context, w *waiter) (*Lock, error) {
 	c := a.c
 	a.stats.contended = true
 	var timeout <-chan time.Time
@@ -90,9 +99,10 @@ func (a *acquisition) park(ctx context.Context, w *waiter) error {
 	select {
 	case m := <-w.ch:
 		if m.closed {
-			return ErrClosed
+			return nil, ErrClosed
 		}
-		return nil
+		a.stats.handoff = m.lock != nil
+		return m.lock, nil
 	case <-ctx.Done():
 		cause = ctx.Err()
 	case <-timeout:
@@ -100,14 +110,18 @@ func (a *acquisition) park(ctx context.Context, w *waiter) error {
 	c.mu.Lock()
 	if !removeWaiter(&a.gate.waiters, w) {
 		c.mu.Unlock()
-		// Woken meanwhile: pass the turn on rather than drop it.
-		if m := <-w.ch; !m.closed {
+		// Woken meanwhile: pass the turn on rather than drop it, and give
+		// back a share handed to us.
+		switch m := <-w.ch; {
+		case m.lock != nil:
+			c.giveBack(m.lock)
+		case !m.closed:
 			a.wakeFromGate(1)
 		}
-		return notAcquired(0, a.stats.attempts, cause)
+	} else {
+		c.mu.Unlock()
 	}
-	c.mu.Unlock()
-	return notAcquired(0, a.stats.attempts, cause)
+	return nil, notAcquired(0, a.stats.attempts, cause)
 }
 
 // leaveGate updates the gate when the request ends, granted (l) or not,

@@ -153,10 +153,7 @@ func (a *acquisition) giveUp(w *waiter, cause error) (*Lock, error) {
 	m := <-w.ch // picked concurrently: the message is on its way
 	switch {
 	case m.lock != nil:
-		c.arm(m.lock)
-		ctx, cancel := context.WithTimeout(context.Background(), m.lock.cfg.releaseTimeout)
-		_ = m.lock.Release(ctx)
-		cancel()
+		c.giveBack(m.lock)
 	case !m.closed:
 		c.mu.Lock()
 		q.contending = false
@@ -164,6 +161,14 @@ func (a *acquisition) giveUp(w *waiter, cause error) (*Lock, error) {
 		c.mu.Unlock()
 	}
 	return nil, notAcquired(0, a.stats.attempts, cause)
+}
+
+// giveBack releases a lock handed to a waiter that gave up meanwhile.
+func (c *Client) giveBack(l *Lock) {
+	c.arm(l)
+	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.releaseTimeout)
+	_ = l.Release(ctx)
+	cancel()
 }
 
 // sawHolder records what the head's attempt found (held elsewhere, or not

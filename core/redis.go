@@ -26,6 +26,8 @@ var (
 	renewNodeSrc string
 	//go:embed scripts/acquire_shared.lua
 	acquireSharedSrc string
+	//go:embed scripts/handoff_shared.lua
+	handoffSharedSrc string
 
 	acquireScript   = redis.NewScript(acquireSrc)
 	handoffScript   = redis.NewScript(handoffSrc)
@@ -34,6 +36,7 @@ var (
 	raiseScript     = redis.NewScript(raiseSrc)
 	renewNodeScript = redis.NewScript(renewNodeSrc)
 	sharedScript    = redis.NewScript(acquireSharedSrc)
+	shareHandoff    = redis.NewScript(handoffSharedSrc)
 )
 
 // fenceCounterTTL is how long a fence counter outlives the last acquisition

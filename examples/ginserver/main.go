@@ -157,7 +157,7 @@ func demo(ctx context.Context, h http.Handler, shop *shop, n int) error {
 	base := "http://" + ln.Addr().String()
 	fmt.Println("server:", base)
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: n}}
-	failed, err := fireBursts(ctx, client, base, shop, n, []burst{
+	failed, err := fireBursts(ctx, target{client, base, n}, shop, []burst{
 		{"fail fast", "/coupons/1/claim", "1", func(c map[string]int) bool { return c["200 OK"] >= 1 && c["409 Conflict"] >= 1 }},
 		{"queued (WithWait 10s)", "/queued/coupons/2/claim", "2", func(c map[string]int) bool { return c["200 OK"] == min(n, stock) }},
 	})
@@ -172,7 +172,16 @@ func demo(ctx context.Context, h http.Handler, shop *shop, n int) error {
 	return err
 }
 
-func fireBursts(ctx context.Context, client *http.Client, base string, shop *shop, n int, bursts []burst) (failed []string, err error) {
+// target is where a burst goes: the client, the server's base URL and how
+// many concurrent requests.
+type target struct {
+	client *http.Client
+	base   string
+	n      int
+}
+
+func fireBursts(ctx context.Context, t target, shop *shop, bursts []burst) (failed []string, err error) {
+	client, base, n := t.client, t.base, t.n
 	for _, b := range bursts {
 		if err := shop.restock(ctx, b.coupon); err != nil {
 			return nil, err
