@@ -2,11 +2,8 @@ package core_test
 
 import (
 	"context"
-	"fmt"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -156,111 +153,6 @@ func BenchmarkPrivateKeys(b *testing.B) {
 					return
 				}
 			}
-		})
-	})
-}
-
-// BenchmarkContention runs 32 goroutines on ONE key, each holding it for
-// 200µs, and reports critical sections per second, wait percentiles and
-// Redis commands per critical section, sent by the client and executed by
-// the server (INFO commandstats, Lua's inner calls included). The polling
-// baseline retries SET NX PX every millisecond, as polling locks do.
-func BenchmarkContention(b *testing.B) {
-	srv, rdb, h := benchRedis(b)
-	const goroutines = 32
-	const hold = 200 * time.Microsecond
-	ctx := context.Background()
-
-	run := func(b *testing.B, crit func(i int, waits *[]time.Duration) error) {
-		h.cmds.Store(0)
-		before := serverCalls(b, srv.Addr())
-		var next atomic.Int64
-		var mu sync.Mutex
-		var waits []time.Duration
-		var wg sync.WaitGroup
-		b.ResetTimer()
-		start := time.Now()
-		for g := range goroutines {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var local []time.Duration
-				for next.Add(1) <= int64(b.N) {
-					if err := crit(g, &local); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-				mu.Lock()
-				waits = append(waits, local...)
-				mu.Unlock()
-			}()
-		}
-		wg.Wait()
-		elapsed := time.Since(start)
-		b.StopTimer()
-		after := serverCalls(b, srv.Addr())
-		slices.Sort(waits)
-		n := float64(b.N)
-		b.ReportMetric(n/elapsed.Seconds(), "cs/s")
-		if len(waits) > 0 {
-			b.ReportMetric(float64(waits[len(waits)/2].Microseconds())/1000, "wait-p50-ms")
-			b.ReportMetric(float64(waits[len(waits)*99/100].Microseconds())/1000, "wait-p99-ms")
-		}
-		b.ReportMetric(float64(h.cmds.Load())/n, "client-cmds/cs")
-		b.ReportMetric(float64(after-before-1)/n, "server-cmds/cs")
-	}
-
-	b.Run("fencedlock", func(b *testing.B) {
-		c := core.New(rdb, core.WithTTL(5*time.Second))
-		defer c.Close()
-		run(b, func(_ int, waits *[]time.Duration) error {
-			t0 := time.Now()
-			l, err := c.Acquire(ctx, "hot")
-			if err != nil {
-				return err
-			}
-			*waits = append(*waits, time.Since(t0))
-			time.Sleep(hold)
-			return l.Release(ctx)
-		})
-	})
-	b.Run("fencedlock-4clients", func(b *testing.B) {
-		var cs []*core.Client
-		for range 4 {
-			c := core.New(rdb, core.WithTTL(5*time.Second))
-			defer c.Close()
-			cs = append(cs, c)
-		}
-		run(b, func(g int, waits *[]time.Duration) error {
-			t0 := time.Now()
-			l, err := cs[g%4].Acquire(ctx, "hot4")
-			if err != nil {
-				return err
-			}
-			*waits = append(*waits, time.Since(t0))
-			time.Sleep(hold)
-			return l.Release(ctx)
-		})
-	})
-	b.Run("polling-1ms", func(b *testing.B) {
-		_ = rawUnlock.Load(ctx, rdb).Err()
-		run(b, func(g int, waits *[]time.Duration) error {
-			tok := fmt.Sprintf("t%d-%d", g, time.Now().UnixNano())
-			t0 := time.Now()
-			for {
-				ok, err := rdb.SetNX(ctx, "hotpoll", tok, 5*time.Second).Result()
-				if err != nil {
-					return err
-				}
-				if ok {
-					break
-				}
-				time.Sleep(time.Millisecond)
-			}
-			*waits = append(*waits, time.Since(t0))
-			time.Sleep(hold)
-			return rawUnlock.Run(ctx, rdb, []string{"hotpoll"}, tok).Err()
 		})
 	})
 }

@@ -231,8 +231,9 @@ func WithHandoffLimit(n int) Option {
 // else. Off, waiters of other processes race for the key after each
 // release notice (a spread of up to 1ms, shorter for those that lost
 // more). The default is on because it is fairer and does less work; off
-// exists for comparisons and for mixed deployments with older Clients. A
-// call option.
+// exists for comparisons. A Client with it off that shares a key with
+// Clients using it gets the key only while their queue is empty (a grant
+// notice wakes only its grantee). A call option.
 func WithStoreQueue(on bool) Option {
 	return callOption("WithStoreQueue", func(c *config) { c.storeQueue = on })
 }

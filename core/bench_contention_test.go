@@ -22,7 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// BenchmarkInstances measures the deployment shape: one key, several
+// BenchmarkContention measures the deployment shape: one key, several
 // Clients (each an instance with its own connection pool), a 200 µs hold,
 // against the peers on the same redis-server in the same run: raw SET NX PX
 // polling every 1 ms, bsm/redislock (linear 1 ms retry) and redsync (1 ms
@@ -32,11 +32,11 @@ import (
 // sections of the least and most served instance as a spread around the
 // mean, and in the "ratio" entry fencedlock against the best peer.
 //
-//	taskset -c 0 env FENCEDLOCK_BENCH_PIN=1 go test -run '^$' -bench 'BenchmarkInstances' -benchtime 4000x -count 5 ./core/
+//	taskset -c 0 env FENCEDLOCK_BENCH_PIN=1 go test -run '^$' -bench 'BenchmarkContention' -benchtime 4000x -count 5 ./core/
 //
 // FENCEDLOCK_BENCH_PIN=1 moves the redis-server to CPU 1, so that client
 // and server do not share a CPU.
-func BenchmarkInstances(b *testing.B) {
+func BenchmarkContention(b *testing.B) {
 	for _, sc := range []struct {
 		name         string
 		clients, per int
