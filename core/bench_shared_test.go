@@ -48,7 +48,7 @@ func BenchmarkSharedUncontended(b *testing.B) {
 // holding for 200µs: readers of ONE key, against exclusive holds on private
 // keys (the no-contention ceiling). Readers must not serialize.
 func BenchmarkSharedReaders(b *testing.B) {
-	_, rdb, _ := benchRedis(b)
+	srv, rdb, _ := benchRedis(b)
 	run := func(b *testing.B, key func(g int) string, opts ...core.Option) {
 		cs := make([]*core.Client, 4)
 		for i := range cs {
@@ -58,6 +58,7 @@ func BenchmarkSharedReaders(b *testing.B) {
 		var left atomic.Int64
 		left.Store(int64(b.N))
 		var wg sync.WaitGroup
+		usec := serverUsec(b, srv.Addr())
 		start := time.Now()
 		for g := range 32 {
 			wg.Add(1)
@@ -80,6 +81,7 @@ func BenchmarkSharedReaders(b *testing.B) {
 		}
 		wg.Wait()
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "cs/s")
+		b.ReportMetric(float64(serverUsec(b, srv.Addr())-usec)/float64(b.N), "server-µs/op")
 	}
 	b.Run("shared-one-key", func(b *testing.B) {
 		run(b, func(int) string { return "doc" }, core.Shared())

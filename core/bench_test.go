@@ -48,7 +48,13 @@ func benchRedis(b *testing.B) (*redistest.Server, *redis.Client, *rttCounter) {
 
 // serverCalls sums INFO commandstats calls: commands executed by the
 // server, including those run inside Lua scripts.
-func serverCalls(b *testing.B, addr string) int64 {
+func serverCalls(b *testing.B, addr string) int64 { return serverStat(b, addr, ":calls=") }
+
+// serverUsec sums INFO commandstats usec: the server's CPU time in
+// commands (a script's includes the commands it runs).
+func serverUsec(b *testing.B, addr string) int64 { return serverStat(b, addr, ",usec=") }
+
+func serverStat(b *testing.B, addr, field string) int64 {
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	defer rdb.Close()
 	s, err := rdb.Info(context.Background(), "commandstats").Result()
@@ -57,7 +63,7 @@ func serverCalls(b *testing.B, addr string) int64 {
 	}
 	var total int64
 	for _, line := range strings.Split(s, "\n") {
-		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), field)
 		if !ok || strings.HasPrefix(name, "cmdstat_info") {
 			continue
 		}

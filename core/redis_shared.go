@@ -82,7 +82,16 @@ func (b *redisBackend) releaseArgs(h Hold) ([]string, []any) {
 		}
 		return keys, args
 	}
-	return append(keys, h.Keys.Leases, h.Keys.Claims), append(args, fence, claimed)
+	args = append(args, fence, claimed)
+	if h.Mode != Exclusive {
+		// ARGV[5..7] are the queue's; ARGV[8] the kind of hold
+		kind := "p"
+		if h.Mode == SharedMode {
+			kind = "s"
+		}
+		args = append(args, "", "", "", kind)
+	}
+	return append(keys, h.Keys.Leases, h.Keys.Claims), args
 }
 
 // scriptCall is one script invocation: the script, its keys, its arguments.

@@ -14,7 +14,7 @@ elseif typ == 'hash' then
   -- shared or permit holders: evict them all
   local toks = {}
   for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-    if f ~= '=' then
+    if #f > 1 then -- one-letter fields are bookkeeping (acquire_shared.lua)
       toks[#toks + 1] = f
     end
   end

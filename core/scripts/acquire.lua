@@ -96,6 +96,8 @@ if ARGV[5] and ARGV[5] ~= '' then
   redis.call('ZADD', KEYS[4], until_ms, ARGV[1])
   local top = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')
   redis.call('PEXPIRE', KEYS[4], math.max(tonumber(top[2]) - now, 1))
+  -- the holders' hash carries the latest claim for acquire_shared.lua
+  redis.call('HSET', KEYS[1], '!', top[2])
   claimed = 1
 end
 return {0, pttl, claimed}

@@ -24,10 +24,21 @@ if n == 1 then
   n = tonumber(t[1]) * 1000000 + tonumber(t[2])
   redis.call('SET', KEYS[2], string.format('%.0f', n), 'PX', ARGV[4])
 end
+-- the keys outlive the new lease as acquire_shared.lua keeps them (field '^')
+local lease = tonumber(ARGV[3])
+-- and '<' stays at or below every live lease's end
+local f = redis.call('HMGET', KEYS[1], '^', '<')
+local until_ms = tonumber(f[1] or '0')
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[2], string.format('%.0f', n))
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3], 'GT')
-redis.call('PEXPIRE', KEYS[3], ARGV[3], 'GT')
+redis.call('ZADD', KEYS[3], now + lease, ARGV[2])
+if tonumber(f[2] or '0') > now + lease then
+  redis.call('HSET', KEYS[1], '<', now + lease)
+end
+if until_ms < now + lease then
+  redis.call('HSET', KEYS[1], '^', now + 2 * lease)
+  redis.call('PEXPIRE', KEYS[1], 2 * lease)
+  redis.call('PEXPIRE', KEYS[3], 2 * lease)
+end
 return {1, n}

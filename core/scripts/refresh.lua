@@ -10,16 +10,23 @@ end
 if type(v) ~= 'table' or not KEYS[2] then
   return 0
 end
--- A shared or permit hold: its own lease, if it has not ended.
+-- A shared or permit hold: its own lease, if it has not ended. The keys
+-- are kept alive past it as acquire_shared.lua does (field '^').
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[2])
 local ends = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not ends or tonumber(ends) <= now or redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+if not ends or tonumber(ends) <= now then
   return 0
 end
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
-local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
-local ttl = math.max(tonumber(last[2]) - now, 1)
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('PEXPIRE', KEYS[2], ttl)
+local f = redis.call('HMGET', KEYS[1], ARGV[1], '^')
+if not f[1] then
+  return 0
+end
+redis.call('ZADD', KEYS[2], now + lease, ARGV[1])
+if tonumber(f[2] or '0') < now + lease then
+  redis.call('HSET', KEYS[1], '^', now + 2 * lease)
+  redis.call('PEXPIRE', KEYS[1], 2 * lease)
+  redis.call('PEXPIRE', KEYS[2], 2 * lease)
+end
 return 1

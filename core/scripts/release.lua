@@ -9,7 +9,10 @@
 -- ARGV[4] (optional) '1' to withdraw this token's writer claim,
 -- ARGV[5] (with the queue) the lease ms of a hold granted to the queue's
 -- head, ARGV[6] fence counter ms, ARGV[7] '1' when the token leaves the
--- queue (a waiter that gave up)
+-- queue (a waiter that gave up); ARGV[8] the kind of a shared or permit
+-- hold ('s' shared, 'p' permit; none for an exclusive one): its entry in
+-- the holders' hash goes, and a share's end wakes no one while other
+-- shares remain (it frees nothing)
 -- Returns 1 + the number of subscribers that received the notice; -2 - that
 -- number when the lock went to the queue's head; -1 when the key is gone but
 -- the fence counter still stands at our fence (no one acquired after us: a
@@ -19,7 +22,16 @@ if ARGV[7] == '1' and redis.call('DEL', KEYS[6] .. ':' .. redis.sha1hex(ARGV[1])
   redis.call('LREM', KEYS[6], 1, ARGV[1])
 end
 if ARGV[4] == '1' and KEYS[5] and redis.call('ZREM', KEYS[5], ARGV[1]) == 1 then
-  -- readers held back by the claim may go now
+  -- The holders' hash carries the latest claim (acquire_shared.lua): now
+  -- the latest of those left, if any. Readers held back may go now.
+  if redis.call('TYPE', KEYS[1])['ok'] == 'hash' then
+    local top = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')
+    if #top > 0 then
+      redis.call('HSET', KEYS[1], '!', top[2])
+    else
+      redis.call('HDEL', KEYS[1], '!')
+    end
+  end
   redis.call(ARGV[2], KEYS[2], '1')
 end
 
@@ -48,6 +60,34 @@ local function grant_next()
   end
 end
 
+-- resent reports a release whose first send landed: the key no longer
+-- holds us, but the fence counter still stands at our fence.
+local function resent()
+  if ARGV[3] and ARGV[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[3] then
+    return -1
+  end
+  return 0
+end
+
+if ARGV[8] == 's' or ARGV[8] == 'p' then
+  -- One shared or permit hold ends: its lease entry (kept in step with its
+  -- entry in the hash) says it still holds. The keys live on with the
+  -- others (as long as their longest lease; a holder that died is dropped
+  -- by the next acquire), or go with the last one.
+  if redis.call('ZREM', KEYS[4], ARGV[1]) == 0 then
+    return resent()
+  end
+  if redis.call('ZCARD', KEYS[4]) == 0 then
+    redis.call('DEL', KEYS[1]) -- the emptied leases went by themselves
+  else
+    redis.call('HDEL', KEYS[1], ARGV[1])
+    if ARGV[8] == 's' then
+      return 1 -- other shares remain: no waiter can proceed now
+    end
+  end
+  return 1 + redis.call(ARGV[2], KEYS[2], '1')
+end
+
 local v = redis.pcall('GET', KEYS[1])
 if v == ARGV[1] then
   local g = KEYS[6] and grant_next()
@@ -57,17 +97,7 @@ if v == ARGV[1] then
   redis.call('DEL', KEYS[1])
   return 1 + redis.call(ARGV[2], KEYS[2], '1')
 end
-if type(v) == 'table' and KEYS[4] and redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
-  -- One shared or permit hold ends. The keys live on with the others
-  -- (as long as their longest lease; a holder that died is dropped by the
-  -- next acquire), or go with the last one.
-  redis.call('ZREM', KEYS[4], ARGV[1])
-  if redis.call('ZCARD', KEYS[4]) == 0 then
-    redis.call('DEL', KEYS[1], KEYS[4])
-  end
-  return 1 + redis.call(ARGV[2], KEYS[2], '1')
-end
-if (not v or type(v) == 'table') and ARGV[3] and ARGV[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[3] then
-  return -1
+if not v or type(v) == 'table' then
+  return resent() -- gone, or shared holders have the key now
 end
 return 0
