@@ -37,7 +37,7 @@ import (
 // channels only. Sharded pub/sub (a Cluster) adds +spublish +ssubscribe
 // +sunsubscribe; CheckServer adds +info. The store queue (waiters of other
 // Clients queued in Redis) needs +lpop +rpush +lrem. Shared holds and
-// permits add +type +hget +hset +hdel +zadd +zrem +zcard +zrange
+// permits add +type +hget +hmget +hset +hdel +zadd +zrem +zcard +zrange
 // +zrangebyscore +zremrangebyscore.
 var kitACL = []string{
 	"~lock:*", "&lock:*",
