@@ -14,6 +14,9 @@ import (
 // Benchmarks of the lock family, each with its reference in the same run:
 //
 //	go test -run '^$' -bench 'BenchmarkShared|BenchmarkPermits' -benchtime 2s ./core/
+//
+// BenchmarkSharedRatio is the figure to read for the cost of a shared
+// hold: it alternates the two kinds within one loop.
 
 // BenchmarkSharedUncontended: shared acquire+release against exclusive
 // acquire+release, fresh keys, one Client; both must be 2 round trips.
@@ -42,6 +45,39 @@ func BenchmarkSharedUncontended(b *testing.B) {
 			b.ReportMetric(float64(h.rtts.Load())/float64(b.N), "roundtrips/op")
 		})
 	}
+}
+
+// BenchmarkSharedRatio interleaves the two pairs of BenchmarkSharedUncontended
+// (one exclusive, one shared, per iteration, each timed on its own), so that
+// the machine's drift during the run weighs on both alike; it reports the
+// ratio of their total times.
+func BenchmarkSharedRatio(b *testing.B) {
+	_, rdb, _ := benchRedis(b)
+	ctx := context.Background()
+	c := core.New(rdb)
+	defer c.Close()
+	var spent [2]time.Duration
+	pair := func(kind int, key string, opts ...core.Option) {
+		start := time.Now()
+		l, err := c.Acquire(ctx, key, opts...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := l.Release(ctx); err != nil {
+			b.Fatal(err)
+		}
+		spent[kind] += time.Since(start)
+	}
+	i := 0
+	for b.Loop() {
+		i++
+		n := strconv.Itoa(i & 1023)
+		pair(0, "exclusive:"+n)
+		pair(1, "shared:"+n, core.Shared())
+	}
+	b.ReportMetric(float64(spent[0].Microseconds())/float64(b.N), "exclusive-µs")
+	b.ReportMetric(float64(spent[1].Microseconds())/float64(b.N), "shared-µs")
+	b.ReportMetric(float64(spent[1])/float64(spent[0]), "shared/exclusive")
 }
 
 // BenchmarkSharedReaders: 32 goroutines over 4 Clients (instances), each
