@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/fencedlock/fencedlock/core"
 	"github.com/fencedlock/fencedlock/core/etcdlock"
 	"github.com/fencedlock/fencedlock/internal/etcdtest"
