@@ -1,6 +1,7 @@
 package etcdlock_test
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -350,4 +351,139 @@ func increasing(fs []uint64) bool {
 		}
 	}
 	return true
+}
+
+// readHold is one reader's hold in TestShared_writerNotStarved.
+type readHold struct {
+	fence             uint64
+	granted, released time.Time // released: just before Release was sent
+}
+
+// readers keeps 12 goroutines over cs reading key, each holding for hold,
+// until ctx ends; it returns their holds once they stopped.
+func readers(ctx context.Context, t *testing.T, cs []*core.Client, key string, hold time.Duration) func() []readHold {
+	var mu sync.Mutex
+	var holds []readHold
+	var wg sync.WaitGroup
+	for i := range 12 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				l, err := cs[i%len(cs)].Acquire(ctx, key, core.Shared(), core.WithWait(10*time.Second))
+				if err != nil {
+					if ctx.Err() == nil {
+						t.Error(err)
+					}
+					return
+				}
+				h := readHold{fence: l.Fence(), granted: time.Now()}
+				time.Sleep(hold)
+				h.released = time.Now()
+				_ = l.Release(bg)
+				mu.Lock()
+				holds = append(holds, h)
+				mu.Unlock()
+			}
+		})
+	}
+	return func() []readHold { wg.Wait(); return holds }
+}
+
+// TestShared_writerNotStarved: 12 readers over 4 instances keep one key
+// read without a gap; a writer of a fifth instance still gets it within
+// 2 × (longest read hold + TTL/10), no reader holds with it, and every
+// reader whose entry came after the writer's starts after the writer's
+// release. Control: a writer that gets in only when no reader holds (what
+// a reader-preferring order gives it: TryAcquire in a loop) does not get
+// in within the same bound.
+func TestShared_writerNotStarved(t *testing.T) {
+	cluster := etcdtest.Start(t)
+	ttl, hold := time.Second, 20*time.Millisecond
+	bound := 2 * (hold + ttl/10)
+	cs := instances(t, cluster, 5, core.WithTTL(ttl))
+	ctx, stop := context.WithCancel(bg)
+	defer stop()
+	done := readers(ctx, t, cs[:4], "hot", hold)
+	time.Sleep(100 * time.Millisecond) // readers overlap by now
+
+	tries := 0
+	for end := time.Now().Add(bound); time.Now().Before(end); tries++ {
+		if l, err := cs[4].TryAcquire(bg, "hot"); err == nil {
+			_ = l.Release(bg)
+			t.Fatalf("control: a writer polling for a gap got in after %d tries: the readers leave gaps", tries)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Logf("control: %d TryAcquire calls in %v, none got in", tries, bound)
+
+	start := time.Now()
+	w, err := cs[4].Acquire(bg, "hot", core.WithWait(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := time.Now()
+	time.Sleep(hold)
+	releasing := time.Now()
+	_ = w.Release(bg)
+	time.Sleep(100 * time.Millisecond) // readers carry on after the writer
+	stop()
+	holds := done()
+	if d := got.Sub(start); d > bound {
+		t.Fatalf("writer waited %v, bound %v", d, bound)
+	} else {
+		t.Logf("writer waited %v (bound %v) among %d reads", d, bound, len(holds))
+	}
+	after := 0
+	for _, h := range holds {
+		switch {
+		case h.fence < w.Fence() && !h.released.Before(got):
+			t.Fatalf("reader (fence %d) still held when the writer (fence %d) was granted", h.fence, w.Fence())
+		case h.fence > w.Fence() && !h.granted.After(releasing):
+			t.Fatalf("reader arriving after the writer (fence %d > %d) started before the writer's release", h.fence, w.Fence())
+		case h.fence > w.Fence():
+			after++
+		}
+	}
+	if after == 0 {
+		t.Fatal("no reader came after the writer: the check above proved nothing")
+	}
+}
+
+// TestPermits_releaseGrantsOneInOrder: with Permits(2) held and three
+// permit waiters queued (one per instance), a release grants exactly the
+// oldest waiter, and a waiter that gives up leaves no entry, without
+// costing the one behind it its turn. Control: the second release grants
+// the next waiter, so the "not yet" check can see a grant.
+func TestPermits_releaseGrantsOneInOrder(t *testing.T) {
+	cluster := etcdtest.Start(t)
+	cli := cluster.Client(t)
+	cs := instances(t, cluster, 5)
+	h1 := mustAcquire(t, cs[0], "pq", core.Permits(2))
+	h2 := mustAcquire(t, cs[0], "pq", core.Permits(2))
+	w1 := acquireAsync(t, cs[1], "pq", core.Permits(2))
+	waitEntries(t, cli, "pq", 3)
+	ctx, cancel := context.WithCancel(bg)
+	quit := make(chan error, 1)
+	go func() {
+		_, err := cs[2].Acquire(ctx, "pq", core.Permits(2))
+		quit <- err
+	}()
+	waitEntries(t, cli, "pq", 4)
+	w3 := acquireAsync(t, cs[3], "pq", core.Permits(2))
+	waitEntries(t, cli, "pq", 5)
+	cancel()
+	if err := <-quit; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled permit wait = %v", err)
+	}
+	waitEntries(t, cli, "pq", 4)
+
+	_ = h1.Release(bg)
+	l1 := granted(t, w1, "the oldest waiter")
+	notYet(t, w3, 200*time.Millisecond, "the second waiter after one release")
+	_ = h2.Release(bg)
+	l3 := granted(t, w3, "control: the second waiter after the second release")
+	if l3.Fence() <= l1.Fence() {
+		t.Fatalf("fences %d then %d", l1.Fence(), l3.Fence())
+	}
+	_, _ = l1.Release(bg), l3.Release(bg)
+	waitEntries(t, cli, "pq", 0)
 }
