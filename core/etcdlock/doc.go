@@ -22,6 +22,60 @@
 // must never be compared; a resource guarded by sqlguard must stay with one
 // backend (or be re-fenced from scratch when it moves).
 //
+// # Shared holds and permits
+//
+// core.Shared() and core.Permits(n) queue in the same place. A shared or
+// permit entry is named <prefix>~<tag>/<lease>-<slot>, its tag being "s"
+// or "p<n>"; writers' (exclusive) entries sort before '~'. Order is the
+// create revision across the whole queue, and:
+//
+//   - a writer holds when its entry is the oldest;
+//   - a shared entry holds when no writer's entry is older;
+//   - a permit entry holds when no writer's entry is older and fewer than
+//     n entries of its tag are.
+//
+// So once a writer's entry is queued, later readers and permits queue
+// behind it, however many readers keep coming: writers are not starved.
+// Each shared hold or permit is its own entry, with its own token, lock
+// TTL, renewal, loss notice and fence, so a holder that stops renewing
+// frees its share when its own TTL ends (and a dead process frees its
+// shares with its session lease).
+//
+// The mode check is part of the transaction that queues the entry: it
+// creates the entry only if no entry of another tag exists (two range
+// comparisons around the tag's own range), so Shared against Permits(n),
+// or Permits(2) against Permits(3), is refused with a *core.ModeError
+// (errors.Is core.ErrModeMismatch) and leaves nothing behind. Waiters count
+// too: a queued Permits(2) waiter fixes the key's mode as a holder does.
+// Exclusive entries go with any tag. TryAcquire is one transaction that
+// also requires no writer's entry (a waiting writer refuses new readers);
+// for a permit it counts the tag's entries ahead in the same step, and a
+// permit over the limit is deleted again at once (a second round trip,
+// refusals only).
+//
+// Waiting watches only what must go. A reader with writers ahead watches
+// the youngest of them, and holds when it goes if it was the only one
+// (else it looks again); a writer watches the entry just ahead, as above. A
+// permit waiter first waits the same way for the writers ahead, then opens
+// one watch on its tag's entries and counts the deletions of entries older
+// than its own until fewer than n are left: every waiter of the tag hears
+// every release, but only the one whose count reaches the limit goes on,
+// with no read, so a release grants exactly as many waiters as it frees
+// permits (one) and wakes no herd of round trips. A re-check, after an
+// error or a watch that started late, reads the keys of the tag's entries
+// ahead (etcd's Count ignores the revision filter).
+//
+// The fence is the entry's create revision for every kind of hold. Entries
+// start to hold in the order of their create revisions (entries ahead only
+// ever go away), so fences increase in grant order across exclusive,
+// shared and permit holds, and a writer's fence is above that of every hold
+// before it. Grant.Free of a permit grant is the permits its entries ahead
+// leave (for a waiter an upper bound: entries behind it may take them
+// first); -1 for shared holds. Release, Refresh and the expiry of the lock
+// TTL work for shares as for exclusive holds; Handoff declines for shared
+// and permit holds: it releases them and returns an error matching
+// ErrHandoffDeclined (not core.ErrNotHeld).
+//
 // # Leases
 //
 // A Backend keeps ONE session lease for all its locks and waiters and

@@ -462,14 +462,3 @@ func TestUnavailable_failsClosed(t *testing.T) {
 	}
 	_ = l.Release(bg)
 }
-
-func TestEtcd_refusesSharedAndPermits(t *testing.T) {
-	c := newClient(t, etcdtest.Start(t).Client(t))
-	for _, opt := range []core.Option{core.Shared(), core.Permits(2)} {
-		for _, wait := range []time.Duration{0, time.Second} {
-			if _, err := c.Acquire(context.Background(), "k", opt, core.WithWait(wait)); !errors.Is(err, core.ErrModeUnsupported) {
-				t.Fatalf("etcd shared/permit (wait %v) = %v; want ErrModeUnsupported", wait, err)
-			}
-		}
-	}
-}

@@ -319,6 +319,12 @@ func (b *Backend) readKeys(ctx context.Context, items []refreshItem, lo, hi int,
 // returns ErrHandoffDeclined.
 func (b *Backend) Handoff(ctx context.Context, h core.Hold, to string, ttl time.Duration) (core.Grant, error) {
 	keys, from := h.Keys, h.Token
+	if h.Mode != core.Exclusive {
+		if err := b.release(ctx, from); err != nil {
+			return core.Grant{}, err
+		}
+		return core.Grant{}, errShareHandoff
+	}
 	if err := b.checkTTL(ttl); err != nil {
 		return core.Grant{}, err
 	}

@@ -3,7 +3,6 @@ package etcdlock
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -30,8 +29,8 @@ func lastCreate(opts ...clientv3.OpOption) []clientv3.OpOption {
 // Client's TryAcquire). One transaction creates the entry only if the queue
 // is empty, and otherwise reads the holder's entry for its TTL.
 func (b *Backend) Acquire(ctx context.Context, h core.Hold, ttl time.Duration) (core.Grant, error) {
-	if err := exclusiveOnly(h); err != nil {
-		return core.Grant{}, err
+	if h.Mode != core.Exclusive {
+		return b.acquireShared(ctx, h, ttl)
 	}
 	return b.acquire(ctx, h, ttl)
 }
@@ -108,9 +107,6 @@ func (b *Backend) acquire(ctx context.Context, h core.Hold, ttl time.Duration) (
 // WithRetryFor with the entry kept in place; a wait that gives up deletes
 // its entry.
 func (b *Backend) AcquireWait(ctx context.Context, h core.Hold, ttl time.Duration, until time.Time) (core.Grant, error) {
-	if err := exclusiveOnly(h); err != nil {
-		return core.Grant{}, err
-	}
 	keys, token := h.Keys, h.Token
 	if err := b.checkTTL(ttl); err != nil {
 		return core.Grant{}, err
@@ -118,7 +114,10 @@ func (b *Backend) AcquireWait(ctx context.Context, h core.Hold, ttl time.Duratio
 	ctx, stop := b.withClose(ctx)
 	defer stop()
 	pfx := queuePrefix(keys)
-	w := &waiter{b: b, token: token, prefix: pfx, slot: b.takeSlot(pfx), val: entryValue(ttl, token), ttl: ttl}
+	w := &waiter{b: b, token: token, prefix: pfx, slot: b.takeSlot(pfx), val: entryValue(ttl, token), ttl: ttl, tag: h.ModeTag()}
+	if h.Mode == core.PermitMode {
+		w.permits = h.Permits
+	}
 	var untilC <-chan time.Time
 	if !until.IsZero() {
 		t := time.NewTimer(time.Until(until))
@@ -146,6 +145,13 @@ type waiter struct {
 	seenAt    int64 // store revision at which pred was seen to exist
 	goneAt    int64 // store revision at which pred was seen deleted
 	holderTTL time.Duration
+
+	// shared and permit waiters (shared.go)
+	tag      string // "" for exclusive, else the mode tag ("s", "p<n>")
+	permits  int    // n of a permit waiter, else 0
+	counting bool   // a permit waiter with no writer ahead counts deletions
+	tagAhead int    // entries of the tag ahead of ours, as of asOf
+	asOf     int64
 }
 
 // step outcomes
@@ -168,15 +174,15 @@ func (w *waiter) run(ctx context.Context, untilC <-chan time.Time) (core.Grant, 
 			if err == nil {
 				e := &entry{prefix: w.prefix, slot: w.slot, key: w.key, rev: w.rev, sess: w.sess}
 				w.b.hold(w.token, e, from, w.ttl)
-				return core.Grant{Acquired: true, Fence: uint64(w.rev), Sent: from}, nil
+				return core.Grant{Acquired: true, Fence: uint64(w.rev), Sent: from, Free: w.free()}, nil
 			}
-			w.pred = "" // look again once the lease is sorted out
+			w.pred, w.counting = "", false // look again once the lease is sorted out
 		}
 		if out == requeue || leaseGone(err) {
 			if err != nil && w.sess != nil {
 				w.b.markDead(w.sess)
 			}
-			w.rev, w.pred, w.maybe = 0, "", false
+			w.rev, w.pred, w.maybe, w.counting = 0, "", false, false
 			err = nil
 		}
 		if ctx.Err() != nil {
@@ -206,6 +212,8 @@ func (w *waiter) step(ctx context.Context, untilC <-chan time.Time) (outcome, ti
 	switch {
 	case w.rev == 0:
 		out, err = w.enqueue(ctx)
+	case w.counting:
+		out, err = w.waitAhead(ctx, untilC)
 	case w.pred == "":
 		out, err = w.check(ctx)
 	default:
@@ -254,13 +262,13 @@ func (w *waiter) pauseAfter(ctx context.Context, untilC <-chan time.Time, f *fai
 // flight) and learns, in the same transaction, the holder and the entry
 // just ahead of ours.
 func (w *waiter) enqueue(ctx context.Context) (outcome, error) {
+	if w.tag != "" {
+		return w.enqueueShared(ctx)
+	}
 	b := w.b
-	s, err := b.session(ctx)
+	s, err := w.useSession(ctx)
 	if err != nil {
 		return waitAgain, err
-	}
-	if s != w.sess {
-		w.sess, w.key, w.maybe = s, entryName(w.prefix, s.id, w.slot), false
 	}
 	tctx, cancel := bound(ctx)
 	defer cancel()
@@ -306,6 +314,9 @@ func (w *waiter) enqueue(ctx context.Context) (outcome, error) {
 // state at any revision at or after goneAt is good enough; a member that
 // has not applied goneAt yet is asked again linearizably.
 func (w *waiter) check(ctx context.Context) (outcome, error) {
+	if w.tag != "" {
+		return w.checkShared(ctx)
+	}
 	atLeast := w.goneAt
 	w.goneAt = 0
 	var opts []clientv3.OpOption
@@ -341,6 +352,21 @@ func (w *waiter) check(ctx context.Context) (outcome, error) {
 	w.holderTTL = holderTTL(first[0].Value)
 	w.setPred(ahead[0], string(first[0].Key) == string(ahead[0].Key), resp.Header.Revision)
 	return waitAgain, nil
+}
+
+// useSession returns the live session, naming our entry after it.
+func (w *waiter) useSession(ctx context.Context) (*session, error) {
+	s, err := w.b.session(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if s != w.sess {
+		w.sess, w.key, w.maybe = s, entryName(w.prefix, s.id, w.slot), false
+		if w.tag != "" {
+			w.key = rangesFor(w.prefix, w.tag).entryName(s.id, w.slot)
+		}
+	}
+	return s, nil
 }
 
 func (w *waiter) setPred(kv *mvccpb.KeyValue, only bool, seenAt int64) {
@@ -440,13 +466,4 @@ func (w *waiter) giveUp(ctx context.Context, cause error) (core.Grant, error) {
 		return core.Grant{}, cause
 	}
 	return core.Grant{HolderTTL: w.holderTTL}, nil
-}
-
-// exclusiveOnly refuses shared and permit holds: the etcd queue grants one
-// holder at a time.
-func exclusiveOnly(h core.Hold) error {
-	if h.Mode != core.Exclusive {
-		return fmt.Errorf("%w: etcd takes exclusive holds only (asked for %s)", core.ErrModeUnsupported, h.Mode)
-	}
-	return nil
 }

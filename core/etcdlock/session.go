@@ -208,7 +208,8 @@ func leaseGone(err error) bool {
 // restarts, timeouts, lost connections. Configuration and permission
 // errors are not.
 func transient(err error) bool {
-	if errors.Is(err, context.Canceled) || errors.Is(err, core.ErrClosed) || errors.Is(err, ErrTTLTooLong) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, core.ErrClosed) || errors.Is(err, ErrTTLTooLong) ||
+		errors.Is(err, core.ErrModeMismatch) {
 		return false
 	}
 	var ee rpctypes.EtcdError
