@@ -316,14 +316,12 @@ func (b *Backend) readKeys(ctx context.Context, items []refreshItem, lo, hi int,
 // (etcdlock.New turns them off). It moves the lock to a new entry in one
 // transaction only when no other entry is queued behind it; otherwise it
 // releases the lock, so the queued waiters keep their FIFO turn, and
-// returns ErrHandoffDeclined.
+// returns ErrHandoffDeclined. Shared and permit holds are never handed
+// off: they are released, with an error matching ErrHandoffDeclined.
 func (b *Backend) Handoff(ctx context.Context, h core.Hold, to string, ttl time.Duration) (core.Grant, error) {
 	keys, from := h.Keys, h.Token
 	if h.Mode != core.Exclusive {
-		if err := b.release(ctx, from); err != nil {
-			return core.Grant{}, err
-		}
-		return core.Grant{}, errShareHandoff
+		return core.Grant{}, b.declineHandoff(ctx, from)
 	}
 	if err := b.checkTTL(ttl); err != nil {
 		return core.Grant{}, err

@@ -394,5 +394,15 @@ func (w *waiter) free() int {
 	return freeAfter(w.permits, w.tagAhead)
 }
 
+// declineHandoff is Handoff for a shared or permit hold: it releases the
+// hold and says so with an error matching ErrHandoffDeclined (or the
+// release's error, such as core.ErrNotHeld).
+func (b *Backend) declineHandoff(ctx context.Context, token string) error {
+	if err := b.release(ctx, token); err != nil {
+		return err
+	}
+	return errShareHandoff
+}
+
 // errShareHandoff: Handoff of a shared or permit hold released it.
 var errShareHandoff = fmt.Errorf("etcdlock: shared and permit holds are not handed off; the hold was released: %w", ErrHandoffDeclined)
