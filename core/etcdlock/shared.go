@@ -159,14 +159,14 @@ func (b *Backend) acquireShared(ctx context.Context, h core.Hold, ttl time.Durat
 			return core.Grant{HolderTTL: ra}, nil
 		}
 		e.rev = resp.Header.Revision
-		return b.sharedGranted(ctx, h, e, resp.Responses[0].GetResponseRange(), start, ttl)
+		return b.sharedGranted(ctx, h, e, resp.Responses[0].GetResponseRange(), leaseFrom{start, ttl})
 	}
 }
 
 // sharedGranted finishes acquireShared once the entry is in: a shared
 // entry holds; a permit entry holds when fewer than n entries of its tag
 // were ahead, and is deleted otherwise.
-func (b *Backend) sharedGranted(ctx context.Context, h core.Hold, e *entry, ahead *pb.RangeResponse, start time.Time, ttl time.Duration) (core.Grant, error) {
+func (b *Backend) sharedGranted(ctx context.Context, h core.Hold, e *entry, ahead *pb.RangeResponse, l leaseFrom) (core.Grant, error) {
 	n := int(ahead.GetCount())
 	if h.Mode == core.PermitMode && n >= h.Permits {
 		if _, err := b.deleteGuarded(context.WithoutCancel(ctx), e.key, e.rev, ""); err != nil {
@@ -180,8 +180,15 @@ func (b *Backend) sharedGranted(ctx context.Context, h core.Hold, e *entry, ahea
 		}
 		return core.Grant{HolderTTL: ra}, nil
 	}
-	b.hold(h.Token, e, start, ttl)
-	return core.Grant{Acquired: true, Fence: uint64(e.rev), Sent: start, Free: freeAfter(h.Permits, n)}, nil
+	b.hold(h.Token, e, l.start, l.ttl)
+	return core.Grant{Acquired: true, Fence: uint64(e.rev), Sent: l.start, Free: freeAfter(h.Permits, n)}, nil
+}
+
+// leaseFrom is a hold's lease: ttl counted from start, the send time of
+// the command that granted it.
+type leaseFrom struct {
+	start time.Time
+	ttl   time.Duration
 }
 
 // freeAfter is Grant.Free of a hold with ahead entries of its tag in front
