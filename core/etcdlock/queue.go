@@ -36,11 +36,53 @@ func (b *Backend) Acquire(ctx context.Context, h core.Hold, ttl time.Duration) (
 }
 
 func (b *Backend) acquire(ctx context.Context, h core.Hold, ttl time.Duration) (core.Grant, error) {
-	keys, token := h.Keys, h.Token
 	if err := b.checkTTL(ttl); err != nil {
 		return core.Grant{}, err
 	}
-	pfx, val := queuePrefix(keys), entryValue(ttl, token)
+	pfx := queuePrefix(h.Keys)
+	spec := entrySpec{prefix: pfx, names: pfx, val: entryValue(ttl, h.Token)}
+	e, resp, start, err := b.tryEntry(ctx, spec, ttl, func(tctx context.Context, e *entry) (*clientv3.TxnResponse, error) {
+		return b.cli.Txn(tctx).
+			If(clientv3.Compare(clientv3.CreateRevision(pfx), "=", 0).WithPrefix()).
+			Then(clientv3.OpPut(e.key, spec.val, clientv3.WithLease(e.sess.id))).
+			Else(clientv3.OpGet(pfx, firstCreate()...)).
+			Commit()
+	})
+	if err != nil {
+		return core.Grant{}, err
+	}
+	if resp.Succeeded {
+		e.rev = resp.Header.Revision
+		b.hold(h.Token, e, start, ttl)
+		return core.Grant{Acquired: true, Fence: uint64(e.rev), Sent: start}, nil
+	}
+	owner := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(owner) == 1 && string(owner[0].Key) == e.key && string(owner[0].Value) == spec.val {
+		// A transport-level retry whose first try had landed.
+		e.rev = owner[0].CreateRevision
+		b.hold(h.Token, e, start, ttl)
+		return core.Grant{Acquired: true, Fence: uint64(e.rev), Sent: start}, nil
+	}
+	b.freeSlot(pfx, e.slot)
+	var ra time.Duration
+	if len(owner) == 1 {
+		ra = holderTTL(owner[0].Value)
+	}
+	return core.Grant{HolderTTL: ra}, nil
+}
+
+// entrySpec names the entries of one attempt: the queue's prefix, the
+// prefix their names start with (the queue's, or a mode tag's range of
+// it) and the value they carry.
+type entrySpec struct{ prefix, names, val string }
+
+// tryEntry runs txn, the one transaction of a TryAcquire that may create
+// the entry e, under the live session (covering ttl from the send, which
+// it returns), retrying once when the session's lease was gone. On an
+// error nothing is left behind: the slot is freed, or an entry that may
+// have been created is deleted later by its value.
+func (b *Backend) tryEntry(ctx context.Context, spec entrySpec, ttl time.Duration,
+	txn func(context.Context, *entry) (*clientv3.TxnResponse, error)) (*entry, *clientv3.TxnResponse, time.Time, error) {
 	for retried := false; ; retried = true {
 		start := time.Now()
 		s, err := b.session(ctx)
@@ -51,47 +93,26 @@ func (b *Backend) acquire(ctx context.Context, h core.Hold, ttl time.Duration) (
 			if errors.Is(err, errLeaseGone) && !retried {
 				continue
 			}
-			return core.Grant{}, err
+			return nil, nil, start, err
 		}
-		slot := b.takeSlot(pfx)
-		e := &entry{prefix: pfx, slot: slot, key: entryName(pfx, s.id, slot), sess: s}
+		slot := b.takeSlot(spec.prefix)
+		e := &entry{prefix: spec.prefix, slot: slot, key: entryName(spec.names, s.id, slot), sess: s}
 		tctx, cancel := bound(ctx)
-		resp, err := b.cli.Txn(tctx).
-			If(clientv3.Compare(clientv3.CreateRevision(pfx), "=", 0).WithPrefix()).
-			Then(clientv3.OpPut(e.key, val, clientv3.WithLease(s.id))).
-			Else(clientv3.OpGet(pfx, firstCreate()...)).
-			Commit()
+		resp, err := txn(tctx, e)
 		cancel()
-		if err != nil {
-			if leaseGone(err) { // nothing was written
-				b.markDead(s)
-				b.freeSlot(pfx, slot)
-				if !retried {
-					continue
-				}
-			} else { // the entry may have been created: remove it by its value
-				b.deleteLater(doomed{prefix: pfx, slot: slot, key: e.key, val: val}, s)
+		if err == nil {
+			return e, resp, start, nil
+		}
+		if leaseGone(err) { // nothing was written
+			b.markDead(s)
+			b.freeSlot(spec.prefix, slot)
+			if !retried {
+				continue
 			}
-			return core.Grant{}, unavailable("acquire", err)
+		} else { // the entry may have been created: remove it by its value
+			b.deleteLater(doomed{prefix: spec.prefix, slot: slot, key: e.key, val: spec.val}, s)
 		}
-		if resp.Succeeded {
-			e.rev = resp.Header.Revision
-			b.hold(token, e, start, ttl)
-			return core.Grant{Acquired: true, Fence: uint64(e.rev), Sent: start}, nil
-		}
-		owner := resp.Responses[0].GetResponseRange().GetKvs()
-		if len(owner) == 1 && string(owner[0].Key) == e.key && string(owner[0].Value) == val {
-			// A transport-level retry whose first try had landed.
-			e.rev = owner[0].CreateRevision
-			b.hold(token, e, start, ttl)
-			return core.Grant{Acquired: true, Fence: uint64(e.rev), Sent: start}, nil
-		}
-		b.freeSlot(pfx, slot)
-		var ra time.Duration
-		if len(owner) == 1 {
-			ra = holderTTL(owner[0].Value)
-		}
-		return core.Grant{HolderTTL: ra}, nil
+		return nil, nil, start, unavailable("acquire", err)
 	}
 }
 

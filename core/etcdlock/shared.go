@@ -111,56 +111,33 @@ func (b *Backend) acquireShared(ctx context.Context, h core.Hold, ttl time.Durat
 	if err := b.checkTTL(ttl); err != nil {
 		return core.Grant{}, err
 	}
-	pfx, val := queuePrefix(h.Keys), entryValue(ttl, h.Token)
+	pfx := queuePrefix(h.Keys)
 	r := rangesFor(pfx, h.ModeTag())
-	for retried := false; ; retried = true {
-		start := time.Now()
-		s, err := b.session(ctx)
-		if err == nil {
-			err = b.cover(ctx, s, start, ttl)
-		}
-		if err != nil {
-			if errors.Is(err, errLeaseGone) && !retried {
-				continue
-			}
-			return core.Grant{}, err
-		}
-		slot := b.takeSlot(pfx)
-		e := &entry{prefix: pfx, slot: slot, key: r.entryName(s.id, slot), sess: s}
-		tctx, cancel := bound(ctx)
-		resp, err := b.cli.Txn(tctx).
+	spec := entrySpec{prefix: pfx, names: r.mine, val: entryValue(ttl, h.Token)}
+	e, resp, start, err := b.tryEntry(ctx, spec, ttl, func(tctx context.Context, e *entry) (*clientv3.TxnResponse, error) {
+		return b.cli.Txn(tctx).
 			If(append(r.modeCmps(), r.noWriter())...).
 			Then(clientv3.OpGet(r.mine, append(clientv3.WithFirstCreate(), clientv3.WithRange(r.mineEnd))...),
-				clientv3.OpPut(e.key, val, clientv3.WithLease(s.id))).
+				clientv3.OpPut(e.key, spec.val, clientv3.WithLease(e.sess.id))).
 			Else(append([]clientv3.Op{clientv3.OpGet(pfx, firstCreate()...)}, r.otherTagGets()...)...).
 			Commit()
-		cancel()
-		if err != nil {
-			if leaseGone(err) {
-				b.markDead(s)
-				b.freeSlot(pfx, slot)
-				if !retried {
-					continue
-				}
-			} else {
-				b.deleteLater(doomed{prefix: pfx, slot: slot, key: e.key, val: val}, s)
-			}
-			return core.Grant{}, unavailable("acquire", err)
-		}
-		if !resp.Succeeded {
-			b.freeSlot(pfx, slot)
-			if err := r.mismatch(resp.Responses[1:]); err != nil {
-				return core.Grant{}, err
-			}
-			var ra time.Duration
-			if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) == 1 {
-				ra = holderTTL(kvs[0].Value)
-			}
-			return core.Grant{HolderTTL: ra}, nil
-		}
-		e.rev = resp.Header.Revision
-		return b.sharedGranted(ctx, h, e, resp.Responses[0].GetResponseRange(), leaseFrom{start, ttl})
+	})
+	if err != nil {
+		return core.Grant{}, err
 	}
+	if !resp.Succeeded {
+		b.freeSlot(pfx, e.slot)
+		if err := r.mismatch(resp.Responses[1:]); err != nil {
+			return core.Grant{}, err
+		}
+		var ra time.Duration
+		if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) == 1 {
+			ra = holderTTL(kvs[0].Value)
+		}
+		return core.Grant{HolderTTL: ra}, nil
+	}
+	e.rev = resp.Header.Revision
+	return b.sharedGranted(ctx, h, e, resp.Responses[0].GetResponseRange(), leaseFrom{start, ttl})
 }
 
 // sharedGranted finishes acquireShared once the entry is in: a shared
