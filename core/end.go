@@ -126,8 +126,8 @@ func (c *Client) release(ctx context.Context, l *Lock) error {
 	if q, w := c.nextLocal(l); w != nil {
 		return c.handOff(ctx, l, q, w)
 	}
-	if g, w := c.nextParked(l); w != nil {
-		if done, err := c.handOffShare(ctx, l, g, w); done {
+	if w := c.nextParked(l); w != nil {
+		if done, err := c.handOffShare(ctx, l, w); done {
 			return err
 		}
 	}

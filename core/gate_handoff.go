@@ -56,38 +56,38 @@ func (b *shardedBackend) handoffShare(ctx context.Context, from Hold, to string,
 
 // nextParked takes the longest-parked request of l's gate, when l may pass
 // its share to it.
-func (c *Client) nextParked(l *Lock) (*shareGate, *waiter) {
+func (c *Client) nextParked(l *Lock) *waiter {
 	if _, ok := c.b.(shareHandoffer); !ok || l.cfg.mode == Exclusive || l.cfg.handoffLimit == 0 {
-		return nil, nil
+		return nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	g := c.gates[gateKey(l.keys, modeTag(l.cfg.mode, l.cfg.permits))]
 	if g == nil || len(g.waiters) == 0 || c.closed {
-		return nil, nil
+		return nil
 	}
 	if g.handoffs >= l.cfg.handoffLimit {
 		g.handoffs = 0 // this release goes through the store
-		return nil, nil
+		return nil
 	}
 	g.handoffs++
 	w := g.waiters[0]
 	g.waiters[0] = nil
 	g.waiters = g.waiters[1:]
-	return g, w
+	return w
 }
 
 // handOffShare passes l's share to the parked request w. done is false when
-// l is still ours to release (the waiter went back to the front of the
-// gate).
-func (c *Client) handOffShare(ctx context.Context, l *Lock, g *shareGate, w *waiter) (done bool, err error) {
+// l is still ours to release. A hand-off that fails wakes w to contend
+// itself: it is out of the gate's list, and putting it back could leave it
+// parked for good (the head may have left meanwhile, seeing nobody to
+// wake, or w's own wait may have ended while it was out).
+func (c *Client) handOffShare(ctx context.Context, l *Lock, w *waiter) (done bool, err error) {
 	tok := newToken()
 	sent := c.clk.Now()
 	gr, err := c.b.(shareHandoffer).handoffShare(ctx, l.hold(), tok, w.cfg.ttl)
 	if err != nil {
-		c.mu.Lock()
-		g.waiters = append([]*waiter{w}, g.waiters...)
-		c.mu.Unlock()
+		w.ch <- grantMsg{}
 		switch {
 		case errors.Is(err, ErrNotHeld):
 			cause := lostAtRelease()
