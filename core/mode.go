@@ -56,7 +56,7 @@ var (
 	ErrModeMismatch = errors.New("core: lock mode or permit count differs from the key's holders")
 
 	// ErrModeUnsupported means the backend cannot take shared or permit
-	// holds (Redlock and etcd take exclusive holds only).
+	// holds (Redlock takes exclusive holds only).
 	ErrModeUnsupported = errors.New("core: lock mode not supported by this backend")
 )
 

@@ -63,7 +63,7 @@
 // (backend unreachable, unless WithFailOpen), 504 (deadline while
 // waiting), 500 (ErrMisconfigured, or a lock-mode configuration error:
 // core.ErrModeMismatch when routes disagree on a key's mode or n,
-// core.ErrModeUnsupported on Redlock and etcd; logged at error level,
+// core.ErrModeUnsupported on Redlock; logged at error level,
 // never 409), 499 (client gone while waiting). Responses abort the
 // chain with a small JSON body, {"error":"<code>","message":"<text>"},
 // that never contains the key or backend error text; the error is also

@@ -74,7 +74,7 @@ func (c *config) selects(method string) bool {
 // Once an exclusive call waits, new shared calls wait behind it (no
 // writer starvation). Repeated options add up. A key held in another mode
 // (a WithPermits interceptor on the same key) or a backend without shared
-// holds (Redlock, etcd) ends the call Internal and logs a configuration
+// holds (Redlock) ends the call Internal and logs a configuration
 // error.
 func WithShared(methods ...string) Option {
 	if len(methods) == 0 {
@@ -100,7 +100,7 @@ func WithShared(methods ...string) Option {
 // (core.Permits(n)). A call that finds no permit free within the wait
 // (fail fast by default, see WithWait) ends ResourceExhausted with an
 // errdetails.RetryInfo. Every interceptor on one key must use the same n;
-// one that disagrees, or a backend without permits (Redlock, etcd), ends
+// one that disagrees, or a backend without permits (Redlock), ends
 // the call Internal and logs a configuration error. n must be between 1
 // and core.MaxPermits.
 //

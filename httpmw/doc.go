@@ -91,7 +91,7 @@
 //	                         conflicts (core.ErrModeMismatch: a Limit with
 //	                         another n, LockRW and Limit on one key) or the
 //	                         backend has no shared or permit holds
-//	                         (core.ErrModeUnsupported: Redlock, etcd); logged
+//	                         (core.ErrModeUnsupported: Redlock); logged
 //	                         at error level, never 409, since waiting cannot help
 //	499                      the client went away while waiting (for logs)
 //

@@ -20,7 +20,7 @@ import (
 // A waiting writer makes new readers wait behind it, so a stream of GETs
 // cannot starve a PUT. Statuses are Lock's; a key held in an incompatible
 // mode elsewhere (say, by a Limit on the same key) or a backend that takes
-// exclusive holds only (Redlock, etcd) is a configuration error: 500,
+// exclusive holds only (Redlock) is a configuration error: 500,
 // logged at error level.
 func LockRW(l core.Locker, key KeyFunc, opts ...Option) func(http.Handler) http.Handler {
 	if key == nil {
@@ -40,7 +40,7 @@ func LockRW(l core.Locker, key KeyFunc, opts ...Option) func(http.Handler) http.
 // A request that finds no permit free within the wait (fail fast by
 // default, see WithWait) gets 429 Too Many Requests with a Retry-After
 // header. Every Limit on one key must use the same n: a disagreeing n, or a
-// backend without permits (Redlock, etcd), answers 500 and logs a
+// backend without permits (Redlock), answers 500 and logs a
 // configuration error. n must be between 1 and core.MaxPermits.
 func Limit(l core.Locker, key KeyFunc, n int, opts ...Option) func(http.Handler) http.Handler {
 	if key == nil {
