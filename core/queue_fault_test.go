@@ -114,6 +114,12 @@ func startFaultRun(t *testing.T, childAddr string, srv *redistest.Server, childE
 		r.got <- res
 	}()
 	waitFor(t, func() bool { return r.admin.LLen(ctx, k.Queue).Val() == 2 }, "the waiter queued")
+	// Both listen for grants before the scenario goes on: a grant sent
+	// before the child's subscription reached Redis would be lost, and the
+	// child would wait for the holder's lease instead. After subscribing,
+	// a waiter makes one more attempt (a round trip) before it waits.
+	waitFor(t, func() bool { return r.admin.PubSubNumSub(ctx, k.Channel).Val()[k.Channel] == 2 }, "both subscribed")
+	time.Sleep(50 * time.Millisecond)
 	return r
 }
 
@@ -304,16 +310,18 @@ func TestQueueFault_pausedGranteeControl(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The waiter takes the lock after the grant lease and holds the
-	// witness for 300 ms; resume the child inside that window.
-	time.Sleep(150 * time.Millisecond)
+	// witness for 300 ms: resume the child once the waiter is inside (an
+	// order, not a guess at how long the waiter takes on a loaded machine).
+	waitFor(t, func() bool { return r.admin.Get(context.Background(), "witness").Val() == "waiter" }, "the waiter inside the witness")
 	if err := r.child.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := r.childFence(3 * time.Second); !ok {
+	f, ok := r.childFence(3 * time.Second)
+	if !ok {
 		t.Fatal("the child did not take the stale grant")
 	}
-	<-r.got
+	w := <-r.got
 	if v := r.admin.Get(context.Background(), "violations").Val(); v == "" {
-		t.Fatalf("no overlap seen %v after the release: the control shows nothing", time.Since(released))
+		t.Fatalf("no overlap seen %v after the release: the control shows nothing: the child's fence %d, the waiter's %d", time.Since(released), f, w.fence)
 	}
 }
