@@ -122,15 +122,18 @@ func TestReleaseScript_shareWakesOnlyWhenFree(t *testing.T) {
 }
 
 // TestReleaseScript_foreignTokenKeepsShares: releasing a share with a
-// token that holds none answers 0 and leaves every holder in place.
+// token that holds none answers 0 and leaves every holder in place, with
+// one holder left (the last holder's path) and with two. Each compare has
+// its control.
 func TestReleaseScript_foreignTokenKeepsShares(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
 	ctx := context.Background()
 	rel := script(t, "release")
 	k := core.KeysFor(core.DefaultPrefix, "foreign")
 	sc := shareCall{rdb: rdb, src: script(t, "acquire_shared"), k: k, tag: "s"}
-	check := func(src string) bool {
-		for _, c := range []byte("ab") {
+	check := func(src, holders string) bool {
+		rdb.Del(ctx, k.Lock, k.Leases)
+		for _, c := range []byte(holders) {
 			if code, _ := sc.acquire(t, sharedToken(c), 10000); code != 1 {
 				t.Fatal("share refused")
 			}
@@ -140,19 +143,26 @@ func TestReleaseScript_foreignTokenKeepsShares(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		held := rdb.ZCard(ctx, k.Leases).Val() == 2 && rdb.HExists(ctx, k.Lock, sharedToken('a')).Val() &&
-			rdb.HExists(ctx, k.Lock, sharedToken('b')).Val()
+		held := rdb.ZCard(ctx, k.Leases).Val() == int64(len(holders))
+		for _, c := range []byte(holders) {
+			held = held && rdb.HExists(ctx, k.Lock, sharedToken(c)).Val()
+		}
 		return n == 0 && held
 	}
-	if !check(rel) {
-		t.Fatal("release.lua with a foreign token changed the shares or claimed a release")
-	}
-	broken := strings.Replace(rel, "if redis.call('ZREM', KEYS[4], ARGV[1]) == 0 then", "if false then", 1)
-	if broken == rel {
-		t.Fatal("release.lua no longer has the compare this control removes")
-	}
-	if check(broken) {
-		t.Fatal("negative control: a share release without its compare still answered 0")
+	for _, c := range []struct{ holders, compare, without string }{
+		{"a", "first[1] == ARGV[1]", "true"},
+		{"ab", "redis.call('ZREM', KEYS[4], ARGV[1]) == 0", "false"},
+	} {
+		if !check(rel, c.holders) {
+			t.Fatalf("release.lua with a foreign token changed the shares %q or claimed a release", c.holders)
+		}
+		broken := strings.Replace(rel, c.compare, c.without, 1)
+		if broken == rel {
+			t.Fatalf("release.lua no longer has the compare %q this control removes", c.compare)
+		}
+		if check(broken, c.holders) {
+			t.Fatalf("negative control: a share release without %q still answered 0", c.compare)
+		}
 	}
 }
 

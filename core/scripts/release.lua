@@ -73,13 +73,15 @@ if ARGV[8] == 's' or ARGV[8] == 'p' then
   -- One shared or permit hold ends: its lease entry (kept in step with its
   -- entry in the hash) says it still holds. The keys live on with the
   -- others (as long as their longest lease; a holder that died is dropped
-  -- by the next acquire), or go with the last one.
-  if redis.call('ZREM', KEYS[4], ARGV[1]) == 0 then
-    return resent()
-  end
-  if redis.call('ZCARD', KEYS[4]) == 0 then
-    redis.call('DEL', KEYS[1]) -- the emptied leases went by themselves
+  -- by the next acquire), or go with the last one. The two earliest lease
+  -- entries tell the last holder apart in one call.
+  local first = redis.call('ZRANGE', KEYS[4], 0, 1)
+  if #first == 1 and first[1] == ARGV[1] then
+    redis.call('DEL', KEYS[1], KEYS[4])
   else
+    if redis.call('ZREM', KEYS[4], ARGV[1]) == 0 then
+      return resent()
+    end
     redis.call('HDEL', KEYS[1], ARGV[1])
     if ARGV[8] == 's' then
       return 1 -- other shares remain: no waiter can proceed now
