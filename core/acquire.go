@@ -101,7 +101,9 @@ func (a *acquisition) contend(ctx context.Context) (l *Lock, err error) {
 		}
 		h.Claimed = h.Claimed || g.Claimed
 		h.InQueue = h.InQueue || g.Queued
-		n.granted, n.refusedAt = nil, sent // a grant that follows came after sent
+		// A grant that follows, with a fence above the one the refusal
+		// saw, came after the refusal: its lease started after sent.
+		n.granted, n.refusedAt, n.refusedFence = nil, sent, g.SeenFence
 		if n.woken {
 			n.lostRaces++
 		}
@@ -167,12 +169,13 @@ type notices struct {
 	lostRaces int  // attempts after a notice that found the lock taken again
 
 	// a request queued in the store (queue_remote.go)
-	qb        QueueBackend
-	token     string
-	mine      chan QueueNotice   // buffered(1): the grant to this request
-	other     chan time.Duration // buffered(1): a grant to another waiter, its lease
-	granted   *QueueNotice       // set by pause when the grant arrived
-	refusedAt time.Time          // when the last refused attempt was sent
+	qb           QueueBackend
+	token        string
+	mine         chan QueueNotice   // buffered(1): the grant to this request
+	other        chan time.Duration // buffered(1): a grant to another waiter, its lease
+	granted      *QueueNotice       // set by pause when the grant arrived
+	refusedAt    time.Time          // when the last refused attempt was sent
+	refusedFence uint64             // the fence counter that refusal saw (Grant.SeenFence)
 }
 
 // newNotices prepares the subscription of a contender for token. A request
@@ -211,11 +214,12 @@ func (n *notices) notify() {
 }
 
 func (n *notices) grant(qn QueueNotice) {
-	if qn.Mine {
+	if qn.Mine { // keep the latest: an older one still unread has lapsed
 		select {
-		case n.mine <- qn:
+		case <-n.mine:
 		default:
 		}
+		n.mine <- qn
 		return
 	}
 	select {
@@ -294,6 +298,9 @@ func (a *acquisition) waitNotice(ctx context.Context, n *notices, wait time.Dura
 			n.woken = true
 			return nil
 		case qn := <-n.mine:
+			if qn.Fence <= n.refusedFence {
+				continue // sent before our last refusal: it lapsed
+			}
 			n.granted = &qn
 			return nil
 		case lease := <-n.other:

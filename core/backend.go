@@ -110,6 +110,11 @@ type Grant struct {
 	// Queued: a refused request joined (or renewed its place in) the
 	// store's queue (see Hold.QueueFor).
 	Queued bool
+	// SeenFence, with Queued, is the key's fence counter when the store
+	// refused the request: a grant notice with a fence at or below it was
+	// sent before the refusal and has lapsed (the waiter read it late),
+	// so the waiter ignores it. Zero: unknown, no notice is ignored.
+	SeenFence uint64
 }
 
 // Released is what Backend.Release reports besides an error.

@@ -112,9 +112,10 @@ func (a *acquisition) entryLife() time.Duration {
 // next attempt must confirm the grant first (the attempt finds the key
 // holding our token: a full lease, the granted fence).
 //
-// The grant happened after our last refused attempt reached the store, so
-// its lease ends no earlier than that attempt's send time plus the grant
-// lease: that is the validity deadline, less the drift allowance. While a
+// The grant happened after our last refused attempt reached the store
+// (its fence is above the counter that refusal saw; an older notice read
+// late is dropped in waitNotice), so its lease ends no earlier than that
+// attempt's send time plus the grant lease: that is the validity deadline, less the drift allowance. While a
 // useful part of it is left (a quarter of the grant lease) the Lock is
 // returned at once, with no round trip of its own, and a confirmation (a
 // renewal to the full TTL) is due halfway through the grant lease unless

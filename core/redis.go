@@ -187,13 +187,16 @@ func (b *redisBackend) runHandoff(ctx context.Context, from Hold, to string, ttl
 }
 
 func grantFrom(res []int64) (Grant, error) {
-	if len(res) < 2 || len(res) > 4 {
+	if len(res) < 2 || len(res) > 5 {
 		return Grant{}, Unavailable(fmt.Errorf("unexpected script reply %v", res))
 	}
 	if res[0] == 1 {
 		return Grant{Acquired: true, Fence: uint64(res[1])}, nil
 	}
-	g := Grant{Claimed: len(res) >= 3 && res[2] == 1, Queued: len(res) == 4 && res[3] == 1}
+	g := Grant{Claimed: len(res) >= 3 && res[2] == 1, Queued: len(res) >= 4 && res[3] == 1}
+	if len(res) == 5 && res[4] > 0 {
+		g.SeenFence = uint64(res[4])
+	}
 	if res[1] > 0 {
 		g.HolderTTL = time.Duration(res[1]) * time.Millisecond
 	}

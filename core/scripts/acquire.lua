@@ -18,7 +18,9 @@
 -- '1' when an earlier attempt of this token joined the queue, which a grant
 -- leaves.
 -- Returns {1, fence} when acquired, {0, holder pttl, claimed, queued} when
--- held elsewhere.
+-- held elsewhere, and when queued also the fence counter as it stands: a
+-- grant notice whose fence is not above it came before this refusal (the
+-- waiter had not read it yet) and is void, since the grant lapsed.
 local function grant()
   -- INCR keeps the counter's TTL, which is set only when the counter is
   -- (re)created: a counter lives ARGV[3] ms at most, so idle keys leave
@@ -73,7 +75,7 @@ if type(v) ~= 'table' or not KEYS[4] then
     redis.call('PEXPIRE', entry, life)
     redis.call('PEXPIRE', KEYS[5], life, 'GT')
   end
-  return {0, pttl, 0, 1}
+  return {0, pttl, 0, 1, tonumber(redis.call('GET', KEYS[2]) or '0')}
 end
 -- A hash: shared or permit holders. Drop those whose own lease ended; if
 -- none is left the key is free.
