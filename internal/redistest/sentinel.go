@@ -44,6 +44,9 @@ func StartSentinel(tb testing.TB, opts ...Option) *SentinelGroup {
 	ro := append(append([]Option(nil), opts...), WithArgs("--replicaof", "127.0.0.1", linkPort))
 	g.Replica = Start(tb, ro...)
 	g.waitInfo(g.Replica, "replication", "master_link_status:up", 10*time.Second)
+	// The master counts a replica (for WAIT, so for WithReplicaAck) only
+	// from its first REPLCONF ACK.
+	g.waitOnline(10 * time.Second)
 
 	// failover-timeout is long on purpose: a sentinel "fixes" a replica
 	// whose master address is not the monitored one (ours goes through
@@ -64,6 +67,13 @@ sentinel parallel-syncs %[1]s 1
 		s := Start(tb, WithArgs("--sentinel"), func(c *config) { c.confFile = conf })
 		g.Sentinels = append(g.Sentinels, s)
 	}
+	// Even then the master streams nothing to the replica (a GETACK
+	// included) until that first ACK, sent on the replica's one-second
+	// cron: a WAIT after any propagated write (the sentinels' hellos count)
+	// waited up to a second, longer than the suites' short TTLs, so an
+	// acquire with WithReplicaAck came back after its lease
+	// (core.ErrLateGrant). Wait for a WAIT that returns at once.
+	g.waitAcks(10 * time.Second)
 	return g
 }
 
@@ -166,5 +176,48 @@ func (g *SentinelGroup) waitInfo(s *Server, section, want string, timeout time.D
 			g.tb.Fatalf("redistest: %s: no %q after %v: %v", s.Addr(), want, timeout, err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitOnline waits until the master lists the replica as online.
+func (g *SentinelGroup) waitOnline(timeout time.Duration) {
+	g.tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		info, err := command(g.Master.Addr(), time.Second, "INFO", "replication")
+		if err == nil && strings.Contains(info, "connected_slaves:1\r\n") && strings.Contains(info, ",state=online,") {
+			return
+		}
+		if time.Now().After(deadline) {
+			g.tb.Fatalf("redistest: %s: replica not online after %v: %v", g.Master.Addr(), timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitAcks waits until a write is acknowledged by the replica at once.
+// WAIT counts from the connection's replication offset as of its last
+// command, so the write and the WAIT go on one connection.
+func (g *SentinelGroup) waitAcks(timeout time.Duration) {
+	g.tb.Helper()
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: g.Master.Addr()})
+	defer rdb.Close()
+	cn := rdb.Conn()
+	defer cn.Close()
+	for deadline := time.Now().Add(timeout); ; {
+		start := time.Now()
+		err := cn.Set(ctx, "redistest:probe", "1", 0).Err()
+		var n int64
+		if err == nil {
+			n, err = cn.Do(ctx, "WAIT", 1, 1000).Int64()
+		}
+		if err == nil && n == 1 && time.Since(start) < 100*time.Millisecond {
+			_ = cn.Del(ctx, "redistest:probe").Err()
+			return
+		}
+		if time.Now().After(deadline) {
+			g.tb.Fatalf("redistest: %s: WAIT for the replica still slow or short after %v: %d %v", g.Master.Addr(), timeout, n, err)
+		}
 	}
 }
