@@ -97,7 +97,11 @@ func (a *acquisition) contend(ctx context.Context) (l *Lock, err error) {
 			a.free = g.Free
 			a.viaGrant = n.granted != nil
 			a.stats.handoff = a.stats.handoff || a.viaGrant
-			return a.newLock(h.Token, g.Fence, sent), nil
+			l, err := a.lockFrom(h.Token, g.Fence, sent)
+			if err != nil && !h.Claimed && !h.InQueue {
+				a.c.undoAcquire(h, a.cfg) // else the deferred undo does it
+			}
+			return l, err
 		}
 		h.Claimed = h.Claimed || g.Claimed
 		h.InQueue = h.InQueue || g.Queued
@@ -343,11 +347,27 @@ func (a *acquisition) contendNative(ctx context.Context, nw NativeWaiter) (*Lock
 	if !g.Sent.IsZero() {
 		sent = g.Sent
 	}
-	return a.newLock(h.Token, g.Fence, sent), nil
+	l, err := a.lockFrom(h.Token, g.Fence, sent)
+	if err != nil {
+		a.c.undoAcquire(h, a.cfg)
+	}
+	return l, err
 }
 
 func (a *acquisition) newLock(token string, fence uint64, sent time.Time) *Lock {
 	return a.c.newLock(a.key, a.cfg, a.hold(token), fence, sent)
+}
+
+// lockFrom is the Lock for a grant of the command sent at sent, or
+// ErrLateGrant when its validity deadline is already (all but) over: such
+// a lock would be lost on arrival, and once the lease ran out in the
+// backend another owner may have the key. The caller releases the grant.
+func (a *acquisition) lockFrom(token string, fence uint64, sent time.Time) (*Lock, error) {
+	l := a.newLock(token, fence, sent)
+	if now := a.c.clk.Now(); l.deadline.Sub(now) < minTTL && !a.cfg.acceptLateGrants {
+		return nil, &lateGrantError{took: now.Sub(sent), ttl: a.cfg.ttl}
+	}
+	return l, nil
 }
 
 func notAcquired(retryAfter time.Duration, attempts int, cause error) error {

@@ -2,6 +2,7 @@ package core
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -58,6 +59,14 @@ var (
 	// that only a constructor takes (WithClock, WithQuorum, ...) is passed
 	// to a single call.
 	ErrInvalidOption = errors.New("core: option not valid here")
+
+	// ErrLateGrant means the backend granted the lock but its reply came
+	// back after the lease had run out (a replica acknowledgement waited
+	// out, a stalled connection): the lock would be lost on arrival and
+	// another owner may hold it already, so the grant was released. The
+	// error also matches ErrUnavailable. A TTL longer than the backend's
+	// worst reply time (WithReplicaAck's timeout included) avoids it.
+	ErrLateGrant = errors.New("core: grant arrived after its lease ran out")
 )
 
 // ContentionError is returned when a lock is held elsewhere. It matches
@@ -99,3 +108,11 @@ type backendError struct{ err error }
 
 func (e *backendError) Error() string   { return "core: lock backend unavailable: " + e.err.Error() }
 func (e *backendError) Unwrap() []error { return []error{ErrUnavailable, e.err} }
+
+type lateGrantError struct{ took, ttl time.Duration }
+
+func (e *lateGrantError) Error() string {
+	return fmt.Sprintf("%s: the reply took %v, the lease %v", ErrLateGrant.Error(), e.took.Round(time.Millisecond), e.ttl)
+}
+
+func (e *lateGrantError) Unwrap() []error { return []error{ErrLateGrant, ErrUnavailable} }

@@ -27,3 +27,10 @@ func ShardOf(names []string, key string) int {
 func GrantFromArrival() Option {
 	return callOption("GrantFromArrival", func(c *config) { c.grantFromArrival = true })
 }
+
+// AcceptLateGrants turns off the check that refuses a grant whose reply
+// came back after its lease ran out: the negative control of the
+// late-grant test.
+func AcceptLateGrants() Option {
+	return callOption("AcceptLateGrants", func(c *config) { c.acceptLateGrants = true })
+}

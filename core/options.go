@@ -125,6 +125,9 @@ type config struct {
 	// notice's arrival (tests only: the negative control of the rule in
 	// grantedLock)
 	grantFromArrival bool
+	// acceptLateGrants keeps a grant whose reply came after its validity
+	// (tests only: the negative control of lockFrom's check)
+	acceptLateGrants bool
 
 	clock   Clock
 	redis   redisConfig

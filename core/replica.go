@@ -43,7 +43,9 @@ func (e *notReplicatedError) Unwrap() []error { return []error{ErrNotReplicated,
 // their disks, and Sentinel may still promote a replica that did not
 // acknowledge it (one that lagged, with replicas > 1 of several). It
 // narrows the window in which a failover loses a lock; it does not close
-// it. timeout must be below the client's ReadTimeout. On a Ring the WAIT
+// it. timeout must be below the client's ReadTimeout, and well below the
+// TTL: a grant acknowledged after its lease ran out is released and
+// reported as ErrLateGrant. On a Ring the WAIT
 // goes to the shard that owns the key. A Redis option:
 //
 //	locker := core.New(rdb, core.WithReplicaAck(1, 50*time.Millisecond))
