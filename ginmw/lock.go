@@ -1,8 +1,6 @@
 package ginmw
 
 import (
-	"context"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -53,7 +51,8 @@ func newMiddleware(fn string, l core.Locker, keys []KeyFunc, opts []Option) gin.
 	}
 	cfg := newConfig(opts)
 	m := &middleware{l: l, keys: keys, cfg: cfg, outage: guard.NewOutageLog(0, nil),
-		hints: &guard.Hints{Max: cfg.retryMax, Jitter: cfg.retryJitter, Expected: cfg.expectedHold}}
+		hints: &guard.Hints{Max: cfg.retryMax, Jitter: cfg.retryJitter, Expected: cfg.expectedHold},
+		logs:  guard.Logger{L: cfg.logger, Pkg: pkgName}}
 	return m.handle
 }
 
@@ -65,6 +64,7 @@ type middleware struct {
 	// then the recovery: not one line per refused request.
 	outage *guard.OutageLog
 	hints  *guard.Hints // Retry-After from observed holds, capped, jittered
+	logs   guard.Logger
 }
 
 func (m *middleware) handle(c *gin.Context) {
@@ -119,38 +119,18 @@ func (m *middleware) release(c *gin.Context, req *http.Request, h *guard.Held, n
 		m.hints.ObserveHold(time.Since(start))
 	}
 	if err := h.Release(); err != nil {
-		m.log(req.Context(), slog.LevelWarn, "release failed; the lease expires on its own", name, err)
+		m.logs.ReleaseFailed(req.Context(), name, err)
 	}
 }
 
 func (m *middleware) fail(c *gin.Context, name string, res guard.Result) {
-	switch {
-	case res.Outcome == guard.Misconfigured && guard.IsModeError(res.Err):
-		m.log(c.Request.Context(), slog.LevelError, "lock mode conflicts with the key's holders or the backend (configuration error)", name, res.Err)
-	case res.Outcome == guard.Misconfigured:
-		m.log(c.Request.Context(), slog.LevelError, "cannot derive the lock key", name, res.Err)
-	case res.Outcome == guard.Lost:
-		m.log(c.Request.Context(), slog.LevelWarn, "lock lost while the handler ran", name, res.Err)
-	}
-	if res.Outcome == guard.Contended || res.Outcome == guard.Limited || res.Outcome == guard.Unavailable {
-		res.RetryAfter = m.hints.For(res, m.cfg.policy.TTL)
-	}
+	m.logs.Refused(c.Request.Context(), name, res)
+	res.RetryAfter = m.hints.For(res, m.cfg.policy.TTL)
 	e := newError(res)
 	_ = c.Error(e).SetType(gin.ErrorTypePrivate)
 	m.cfg.errorHandler(c, e)
 	// Whatever the error handler did, the guarded handlers must not run.
 	c.Abort()
-}
-
-func (m *middleware) log(ctx context.Context, level slog.Level, msg, name string, err error) {
-	lg := m.cfg.logger
-	if lg == nil {
-		lg = slog.Default()
-	}
-	if !lg.Enabled(ctx, level) {
-		return
-	}
-	lg.LogAttrs(context.WithoutCancel(ctx), level, "ginmw: "+msg, slog.String("lock", name), slog.Any("error", err))
 }
 
 // Error describes a response the middleware writes instead of (or, for a

@@ -3,7 +3,6 @@ package grpcmw
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -97,6 +96,7 @@ type interceptor struct {
 	// then the recovery: not one line per refused call.
 	outage *guard.OutageLog
 	hints  *guard.Hints // RetryInfo from observed holds
+	logs   guard.Logger
 }
 
 func newInterceptor(fn string, l core.Locker, keys KeysFunc, opts []Option, stream bool) *interceptor {
@@ -107,7 +107,8 @@ func newInterceptor(fn string, l core.Locker, keys KeysFunc, opts []Option, stre
 		panic("grpcmw: " + fn + " with a nil KeysFunc")
 	}
 	cfg := newConfig(opts, stream)
-	return &interceptor{l: l, keys: keys, cfg: cfg, outage: guard.NewOutageLog(0, nil), hints: &guard.Hints{Expected: cfg.expectedHold}}
+	return &interceptor{l: l, keys: keys, cfg: cfg, outage: guard.NewOutageLog(0, nil), hints: &guard.Hints{Expected: cfg.expectedHold},
+		logs: guard.Logger{L: cfg.logger, Pkg: "grpcmw"}}
 }
 
 func (it *interceptor) policy(method string) guard.Policy {
@@ -188,25 +189,10 @@ func (it *interceptor) check(ctx context.Context, method, name string, res guard
 }
 
 func (it *interceptor) fail(ctx context.Context, method, name string, res guard.Result) error {
-	switch {
-	case res.Outcome == guard.Misconfigured && guard.IsModeError(res.Err):
-		it.log(ctx, slog.LevelError, "lock mode conflicts with the key's holders or the backend (configuration error)", name, res.Err)
-	case res.Outcome == guard.Misconfigured:
-		it.log(ctx, slog.LevelError, "cannot derive the lock key", name, res.Err)
-	case res.Outcome == guard.Lost:
-		it.log(ctx, slog.LevelWarn, "lock lost while the handler ran", name, res.Err)
-	}
-	if res.Outcome == guard.Contended || res.Outcome == guard.Limited || res.Outcome == guard.Unavailable {
-		// The smaller of the holder's remaining lease and the method's
-		// observed hold time; an unknown lease (say, another call of this
-		// process is acquiring it right now) is bounded by the TTL, since a
-		// zero hint would invite a hot retry loop.
-		ttl := it.cfg.policy.TTL
-		if ttl <= 0 {
-			ttl = core.DefaultTTL
-		}
-		res.RetryAfter = it.hints.For(res, ttl)
-	}
+	it.logs.Refused(ctx, name, res)
+	// The smaller of the holder's remaining lease and the method's observed
+	// hold time.
+	res.RetryAfter = it.hints.For(res, it.cfg.policy.TTL)
 	e := newError(res)
 	if err := it.cfg.errorHandler(ctx, method, e); err != nil {
 		return err
@@ -217,19 +203,8 @@ func (it *interceptor) fail(ctx context.Context, method, name string, res guard.
 func (it *interceptor) release(ctx context.Context, h *guard.Held, name string) {
 	it.hints.ObserveHold(h.HeldFor())
 	if err := h.Release(); err != nil {
-		it.log(ctx, slog.LevelWarn, "release failed; the lease expires on its own", name, err)
+		it.logs.ReleaseFailed(ctx, name, err)
 	}
-}
-
-func (it *interceptor) log(ctx context.Context, level slog.Level, msg, name string, err error) {
-	lg := it.cfg.logger
-	if lg == nil {
-		lg = slog.Default()
-	}
-	if !lg.Enabled(ctx, level) {
-		return
-	}
-	lg.LogAttrs(context.WithoutCancel(ctx), level, "grpcmw: "+msg, slog.String("lock", name), slog.Any("error", err))
 }
 
 // ctxStream is a ServerStream with another context.

@@ -1,8 +1,6 @@
 package httpmw
 
 import (
-	"context"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -58,7 +56,8 @@ func newMiddleware(fn string, l core.Locker, keys []KeyFunc, opts []Option) func
 		if next == nil {
 			panic("httpmw: " + fn + " middleware applied to a nil http.Handler")
 		}
-		return &middleware{l: l, keys: keys, cfg: cfg, next: next, outage: outage, hints: hints}
+		return &middleware{l: l, keys: keys, cfg: cfg, next: next, outage: outage, hints: hints,
+			logs: guard.Logger{L: cfg.logger, Pkg: pkgName}}
 	}
 }
 
@@ -71,6 +70,7 @@ type middleware struct {
 	// then the recovery: not one line per refused request.
 	outage *guard.OutageLog
 	hints  *guard.Hints // Retry-After from observed holds, capped, jittered
+	logs   guard.Logger
 }
 
 func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -116,34 +116,14 @@ func (m *middleware) release(h *guard.Held, r *http.Request, name string, start 
 		m.hints.ObserveHold(time.Since(start))
 	}
 	if err := h.Release(); err != nil {
-		m.log(r.Context(), slog.LevelWarn, "release failed; the lease expires on its own", name, err)
+		m.logs.ReleaseFailed(r.Context(), name, err)
 	}
 }
 
 func (m *middleware) fail(w http.ResponseWriter, r *http.Request, name string, res guard.Result) {
-	switch {
-	case res.Outcome == guard.Misconfigured && guard.IsModeError(res.Err):
-		m.log(r.Context(), slog.LevelError, "lock mode conflicts with the key's holders or the backend (configuration error)", name, res.Err)
-	case res.Outcome == guard.Misconfigured:
-		m.log(r.Context(), slog.LevelError, "cannot derive the lock key", name, res.Err)
-	case res.Outcome == guard.Lost:
-		m.log(r.Context(), slog.LevelWarn, "lock lost while the handler ran", name, res.Err)
-	}
-	if res.Outcome == guard.Contended || res.Outcome == guard.Limited || res.Outcome == guard.Unavailable {
-		res.RetryAfter = m.hints.For(res, m.cfg.policy.TTL)
-	}
+	m.logs.Refused(r.Context(), name, res)
+	res.RetryAfter = m.hints.For(res, m.cfg.policy.TTL)
 	m.cfg.errorHandler(w, r, newError(res))
-}
-
-func (m *middleware) log(ctx context.Context, level slog.Level, msg, name string, err error) {
-	lg := m.cfg.logger
-	if lg == nil {
-		lg = slog.Default()
-	}
-	if !lg.Enabled(ctx, level) {
-		return
-	}
-	lg.LogAttrs(context.WithoutCancel(ctx), level, "httpmw: "+msg, slog.String("lock", name), slog.Any("error", err))
 }
 
 // Error describes a response the middleware writes instead of (or, for a

@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
+
+	"github.com/fencedlock/fencedlock/core"
 )
 
 // UnavailableRetryAfter is the base hint sent with 503 / Unavailable: long
@@ -49,9 +51,14 @@ func (h *Hints) ObserveHold(d time.Duration) {
 func (h *Hints) Observed() time.Duration { return time.Duration(h.observed.Load()) }
 
 // For returns the hint for a refused request, jittered (0 for outcomes
-// that carry none). remaining is the holder's remaining lease when known;
-// ttl bounds an unknown one.
+// that carry none). res.RetryAfter is the holder's remaining lease when
+// known; ttl (the route's TTL, 0: core.DefaultTTL) bounds an unknown one,
+// say while another request of this process is acquiring the key: a zero
+// hint would invite a hot retry loop.
 func (h *Hints) For(res Result, ttl time.Duration) time.Duration {
+	if ttl <= 0 {
+		ttl = core.DefaultTTL
+	}
 	var base time.Duration
 	switch res.Outcome {
 	case Contended, Limited:

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fencedlock/fencedlock/core"
 	"github.com/fencedlock/fencedlock/internal/guard"
 )
 
@@ -108,5 +109,19 @@ func TestHints_expectedHoldUntilObserved(t *testing.T) {
 	}
 	if d := (&guard.Hints{Expected: 10 * time.Second}).For(held, 0); d != 5*time.Second {
 		t.Fatalf("expected longer than the lease: %v, want the 5s lease", d)
+	}
+}
+
+// A refusal whose holder lease is unknown (RetryAfter 0) on a route with
+// no TTL of its own is bounded by core.DefaultTTL, never hinted as 0.
+func TestHints_unknownLeaseDefaultsToTheDefaultTTL(t *testing.T) {
+	var h guard.Hints
+	for _, oc := range []guard.Outcome{guard.Contended, guard.Limited} {
+		if d := h.For(guard.Result{Outcome: oc}, 0); d != core.DefaultTTL {
+			t.Errorf("%v, unknown lease, no route TTL: hint %v, want %v", oc, d, core.DefaultTTL)
+		}
+		if d := h.For(guard.Result{Outcome: oc}, 3*time.Second); d != 3*time.Second {
+			t.Errorf("%v, unknown lease, route TTL 3s: hint %v", oc, d)
+		}
 	}
 }
