@@ -183,6 +183,12 @@ func (b *bank) transfer(c *core.Client, rng *rand.Rand, id int64) error {
 	var locks [2]*core.Lock
 	for i, id := range []int{lo, hi} {
 		l, err := c.Acquire(ctx, b.key(id))
+		for errors.Is(err, core.ErrLateGrant) {
+			// Stopped while the acquire was on its way: the grant came
+			// back after its lease and was given back. Ask again, as a
+			// client would after a 503.
+			l, err = c.Acquire(ctx, b.key(id))
+		}
 		if err != nil {
 			return fmt.Errorf("acquire %s: %w", b.key(id), err)
 		}
