@@ -101,6 +101,14 @@ func (c *Client) handOffShare(ctx context.Context, l *Lock, w *waiter) (done boo
 		return false, nil
 	}
 	nl := c.newLock(l.key, w.cfg, Hold{Keys: l.keys, Token: tok}, gr.Fence, sent)
+	if nl.deadline.Sub(c.clk.Now()) < minTTL && !w.cfg.acceptLateGrants {
+		// Back after w's lease (a stalled reply): l's share is gone, the
+		// new one would be lost on arrival. Give it back; w contends.
+		c.undoAcquire(Hold{Keys: l.keys, Token: tok, Mode: l.cfg.mode, Permits: l.cfg.permits}, w.cfg)
+		w.ch <- grantMsg{}
+		c.end(l, ending{ctx: ctx})
+		return true, nil
+	}
 	nl.handoff = true
 	c.end(l, ending{ctx: ctx, next: nl})
 	w.ch <- grantMsg{lock: nl}

@@ -41,6 +41,10 @@ type WaitingKey struct {
 	Contending bool   // the local head is asking the backend
 	Held       bool   // a lock on the key is held through this Client
 	Handoffs   int    // local hand-offs on this key since its queue formed
+	// Parked counts shared or permit requests parked in this Client's
+	// gate for the key (all mode tags), behind one of them that waits in
+	// the backend (counted in Contending).
+	Parked int
 }
 
 // Snapshot returns what c holds and waits for now.
@@ -60,6 +64,19 @@ func (c *Client) Snapshot() Snapshot {
 			Key: k, Waiters: len(q.waiters), Contending: q.contending,
 			Held: q.holder, Handoffs: q.handoffTotal,
 		})
+	}
+	for gk, g := range c.gates {
+		if len(g.waiters) == 0 && !g.head {
+			continue
+		}
+		k, _, _ := strings.Cut(gk, "\x00")
+		i := slices.IndexFunc(s.Waiting, func(w WaitingKey) bool { return w.Key == k })
+		if i < 0 {
+			s.Waiting = append(s.Waiting, WaitingKey{Key: k})
+			i = len(s.Waiting) - 1
+		}
+		s.Waiting[i].Parked += len(g.waiters)
+		s.Waiting[i].Contending = s.Waiting[i].Contending || g.head
 	}
 	c.mu.Unlock()
 	for _, l := range locks {

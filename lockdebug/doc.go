@@ -21,7 +21,8 @@
 // for, lease, time to the local validity deadline, renewals, whether the
 // watchdog renews it and whether it came by hand-off. Waiting keys: the
 // backend key, local waiters, whether the head is asking the backend, and
-// hand-offs since the queue formed. Taking a snapshot sends nothing to the
+// hand-offs since the queue formed, and shared or permit requests parked
+// in the Client's gate. Taking a snapshot sends nothing to the
 // backend, so the page is cheap to leave open and works while Redis is down.
 //
 // The JSON fields are only ever added to.

@@ -38,6 +38,7 @@ type Waiting struct {
 	Contending bool   `json:"contending"`
 	Held       bool   `json:"held"`
 	Handoffs   int    `json:"handoffs"`
+	Parked     int    `json:"parked"` // shared or permit requests parked in the gate
 }
 
 // NewDocument converts a snapshot. Empty lists stay [] in JSON.
@@ -54,7 +55,7 @@ func NewDocument(s core.Snapshot) Document {
 	for _, w := range s.Waiting {
 		d.Waiting = append(d.Waiting, Waiting{
 			BackendKey: w.Key, Waiters: w.Waiters, Contending: w.Contending,
-			Held: w.Held, Handoffs: w.Handoffs,
+			Held: w.Held, Handoffs: w.Handoffs, Parked: w.Parked,
 		})
 	}
 	return d

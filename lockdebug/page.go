@@ -22,9 +22,9 @@ th{background:#f0f0f0}td.n{text-align:right;font-variant-numeric:tabular-nums}
 </table>
 <h2>Waiting ({{len .Waiting}})</h2>
 <table id="waiting">
-<thead><tr><th>backend key</th><th>local waiters</th><th>asking backend</th><th>held here</th><th>hand-offs</th></tr></thead>
-<tbody>{{range .Waiting}}<tr><td><code>{{.BackendKey}}</code></td><td class="n">{{.Waiters}}</td><td>{{.Contending}}</td><td>{{.Held}}</td><td class="n">{{.Handoffs}}</td></tr>
-{{else}}<tr><td colspan="5" class="muted">no waiters</td></tr>{{end}}</tbody>
+<thead><tr><th>backend key</th><th>local waiters</th><th>asking backend</th><th>held here</th><th>hand-offs</th><th>parked (shared, permits)</th></tr></thead>
+<tbody>{{range .Waiting}}<tr><td><code>{{.BackendKey}}</code></td><td class="n">{{.Waiters}}</td><td>{{.Contending}}</td><td>{{.Held}}</td><td class="n">{{.Handoffs}}</td><td class="n">{{.Parked}}</td></tr>
+{{else}}<tr><td colspan="6" class="muted">no waiters</td></tr>{{end}}</tbody>
 </table>
 </body></html>
 `
