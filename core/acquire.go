@@ -364,7 +364,7 @@ func (a *acquisition) newLock(token string, fence uint64, sent time.Time) *Lock 
 // backend another owner may have the key. The caller releases the grant.
 func (a *acquisition) lockFrom(token string, fence uint64, sent time.Time) (*Lock, error) {
 	l := a.newLock(token, fence, sent)
-	if now := a.c.clk.Now(); l.deadline.Sub(now) < minTTL && !a.cfg.acceptLateGrants {
+	if now := a.c.clk.Now(); l.lateOnArrival(now) {
 		return nil, &lateGrantError{took: now.Sub(sent), ttl: a.cfg.ttl}
 	}
 	return l, nil

@@ -171,7 +171,7 @@ func (c *Client) handOff(ctx context.Context, l *Lock, q *keyQueue, w *waiter) e
 		return err
 	}
 	nl := c.newLock(l.key, w.cfg, Hold{Keys: l.keys, Token: tok}, g.Fence, sent)
-	if nl.deadline.Sub(c.clk.Now()) < minTTL && !w.cfg.acceptLateGrants {
+	if nl.lateOnArrival(c.clk.Now()) {
 		// The hand-off came back after the waiter's lease (a stalled
 		// reply): that lock would be lost on arrival. Give the new token
 		// back; the waiter goes back to the front and contends itself.

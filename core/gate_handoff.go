@@ -101,7 +101,7 @@ func (c *Client) handOffShare(ctx context.Context, l *Lock, w *waiter) (done boo
 		return false, nil
 	}
 	nl := c.newLock(l.key, w.cfg, Hold{Keys: l.keys, Token: tok}, gr.Fence, sent)
-	if nl.deadline.Sub(c.clk.Now()) < minTTL && !w.cfg.acceptLateGrants {
+	if nl.lateOnArrival(c.clk.Now()) {
 		// Back after w's lease (a stalled reply): l's share is gone, the
 		// new one would be lost on arrival. Give it back; w contends.
 		c.undoAcquire(Hold{Keys: l.keys, Token: tok, Mode: l.cfg.mode, Permits: l.cfg.permits}, w.cfg)

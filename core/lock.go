@@ -63,6 +63,13 @@ func (c *Client) newLock(key string, cfg *config, h Hold, fence uint64, sent tim
 	return l
 }
 
+// lateOnArrival reports whether a lock just granted is already (all but)
+// past its validity deadline: the reply came back after the lease, so the
+// lock would be lost on arrival and another owner may hold the key.
+func (l *Lock) lateOnArrival(now time.Time) bool {
+	return l.deadline.Sub(now) < minTTL && !l.cfg.acceptLateGrants
+}
+
 // Key returns the caller's key (without prefix).
 func (l *Lock) Key() string { return l.key }
 
